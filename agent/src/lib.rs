@@ -1,0 +1,1 @@
+//! taskmesh-agent: the sidecar that replaces Envoy in each task.

@@ -1,0 +1,1 @@
+//! taskmesh: rewrites Amazon ECS task definitions so their tasks join the mesh.
