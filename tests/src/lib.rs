@@ -1,1 +1,20 @@
-//! taskmesh-e2e: shared support for the end-to-end tests (processes, moto server, namespaces).
+//! taskmesh-e2e: the shared test-support library of the taskmesh workspace, and (in `tests/`)
+//! the end-to-end tests across crates.
+//!
+//! Every helper here drives a real component: the pinned Python venv that
+//! `scripts/setup-test-env.sh` installs ([`venv`]), a `moto_server` process ([`moto`]),
+//! botocore's parameter validation against the AWS service models ([`botocore`]), cfn-lint
+//! ([`cfnlint`]), and child processes on free ports ([`process`], [`ports`]). Nothing here is a
+//! mock, and nothing skips: a missing tool is a failure with a message saying how to install it.
+//!
+//! This library depends on none of the other taskmesh crates (they dev-depend on it).
+
+pub mod botocore;
+pub mod cfnlint;
+pub mod error;
+pub mod moto;
+pub mod ports;
+pub mod process;
+pub mod venv;
+
+pub use error::HarnessError;

@@ -1,0 +1,51 @@
+//! Authority handling without allocation: split `host[:port]` (IPv6 literals in brackets),
+//! look a host up ASCII-case-insensitively through a lowercase stack buffer, and recognise
+//! `*.amazonaws.com`.
+
+use std::collections::HashMap;
+
+/// Longest host name looked up (DNS names are at most 253 characters).
+const MAX_HOST: usize = 255;
+
+/// Splits an authority into host and port (`None` when absent or not a number). A trailing
+/// dot on the host is dropped.
+pub fn split_authority(authority: &str) -> (&str, Option<u16>) {
+    let authority = authority.trim();
+    let (host, port) = if let Some(rest) = authority.strip_prefix('[') {
+        match rest.split_once(']') {
+            Some((h, tail)) => (h, tail.strip_prefix(':').and_then(|p| p.parse().ok())),
+            None => (authority, None),
+        }
+    } else {
+        match authority.rsplit_once(':') {
+            Some((h, p)) if !h.contains(':') => (h, p.parse().ok()),
+            _ => (authority, None),
+        }
+    };
+    (host.strip_suffix('.').unwrap_or(host), port)
+}
+
+/// Looks `host` up in a map keyed by lowercase names, without allocating.
+pub(super) fn lookup(map: &HashMap<Box<str>, u32>, host: &str) -> Option<u32> {
+    if !host.bytes().any(|b| b.is_ascii_uppercase()) {
+        return map.get(host).copied();
+    }
+    let bytes = host.as_bytes();
+    if bytes.len() > MAX_HOST {
+        return None;
+    }
+    let mut buf = [0u8; MAX_HOST];
+    let lower = &mut buf[..bytes.len()];
+    lower.copy_from_slice(bytes);
+    lower.make_ascii_lowercase();
+    // ASCII lowercasing keeps UTF-8 valid.
+    let lower = std::str::from_utf8(lower).ok()?;
+    map.get(lower).copied()
+}
+
+/// `*.amazonaws.com`, compared ASCII-case-insensitively.
+pub(super) fn is_amazonaws(host: &str) -> bool {
+    const SUFFIX: &[u8] = b".amazonaws.com";
+    let h = host.as_bytes();
+    h.len() > SUFFIX.len() && h[h.len() - SUFFIX.len()..].eq_ignore_ascii_case(SUFFIX)
+}

@@ -1,0 +1,63 @@
+//! First match in App Mesh order over a [`RouteIndex`]: candidates come from the exact-path
+//! map, the prefix trie (walked along the request path) and the always-checked list; each list
+//! is rank-sorted, so every list is scanned only until its first full match or until it passes
+//! the best rank found so far.
+
+use crate::table::CompiledRoute;
+use crate::table::index::RouteIndex;
+
+use super::HttpRequestView;
+use super::matcher::{Request, route_matches};
+
+pub(super) fn first_match<'t>(
+    index: &'t RouteIndex,
+    req: &HttpRequestView<'_>,
+) -> Option<&'t CompiledRoute> {
+    let (path, query) = match req.path_and_query.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (req.path_and_query, None),
+    };
+    let path = path.split_once('#').map_or(path, |(p, _)| p);
+    let request = Request {
+        view: req,
+        path,
+        query,
+    };
+    let mut best: u32 = u32::MAX;
+    let scan = |ranks: &[u32], best: &mut u32| {
+        for &rank in ranks {
+            if rank >= *best {
+                break;
+            }
+            if let Some(route) = index.routes.get(rank as usize) {
+                if route_matches(route, &request) {
+                    *best = rank;
+                    break;
+                }
+            }
+        }
+    };
+    if !index.exact.is_empty() {
+        if let Some(ranks) = index.exact.get(path) {
+            scan(ranks, &mut best);
+        }
+    }
+    if let Some(root) = index.trie.first() {
+        scan(&root.routes, &mut best);
+        let mut node = root;
+        for b in path.bytes() {
+            let Ok(i) = node.edges.binary_search_by_key(&b, |e| e.0) else {
+                break;
+            };
+            let Some(next) = index.trie.get(node.edges[i].1 as usize) else {
+                break;
+            };
+            node = next;
+            if !node.routes.is_empty() {
+                scan(&node.routes, &mut best);
+            }
+        }
+    }
+    scan(&index.always, &mut best);
+    index.routes.get(best as usize)
+}
