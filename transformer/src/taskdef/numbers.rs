@@ -1,0 +1,71 @@
+//! Numbers as real inputs write them: `512`, `"512"`, `"0.5 vCPU"`, `"1 vcpu"`, `"1GB"`,
+//! `"2 GiB"`. Intrinsics and anything else unreadable give `None` (callers say so).
+
+use serde_json::Value;
+
+/// An integer written as a JSON number or a decimal string (`"500"`).
+pub fn int(v: &Value) -> Option<i64> {
+    match v {
+        Value::Number(n) => n
+            .as_i64()
+            .or_else(|| n.as_f64().filter(|f| f.fract() == 0.0).map(|f| f as i64)),
+        Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }
+}
+
+/// Task-level cpu in CPU units: `1024`, `"1024"`, `"1 vCPU"`, `"0.5 vcpu"`.
+pub fn task_cpu(v: &Value) -> Option<u32> {
+    if let Some(i) = int(v) {
+        return u32::try_from(i).ok();
+    }
+    let s = v.as_str()?.trim().to_ascii_lowercase();
+    let num = s.strip_suffix("vcpu")?.trim();
+    scaled(num, 1024.0)
+}
+
+/// Task-level memory in MiB: `512`, `"512"`, `"1GB"`, `"1 gb"`, `"2 GiB"`, `"512 MiB"`, `"512MB"`.
+pub fn task_memory(v: &Value) -> Option<u32> {
+    if let Some(i) = int(v) {
+        return u32::try_from(i).ok();
+    }
+    let s = v.as_str()?.trim().to_ascii_lowercase();
+    for (suffix, factor) in [("gib", 1024.0), ("gb", 1024.0), ("mib", 1.0), ("mb", 1.0)] {
+        if let Some(num) = s.strip_suffix(suffix) {
+            return scaled(num.trim(), factor);
+        }
+    }
+    None
+}
+
+fn scaled(num: &str, factor: f64) -> Option<u32> {
+    let f: f64 = num.parse().ok()?;
+    let v = f * factor;
+    (v.is_finite() && v >= 0.0 && v.fract() == 0.0 && v <= f64::from(u32::MAX)).then_some(v as u32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn reads_numbers_as_written() {
+        assert_eq!(int(&json!(500)), Some(500));
+        assert_eq!(int(&json!("500")), Some(500));
+        assert_eq!(int(&json!(" 32 ")), Some(32));
+        assert_eq!(int(&json!({"Ref": "Cpu"})), None);
+        assert_eq!(int(&json!("x")), None);
+        assert_eq!(task_cpu(&json!("0.5 vCPU")), Some(512));
+        assert_eq!(task_cpu(&json!("1 vcpu")), Some(1024));
+        assert_eq!(task_cpu(&json!(".25 vCPU")), Some(256));
+        assert_eq!(task_cpu(&json!("256")), Some(256));
+        assert_eq!(task_memory(&json!("1GB")), Some(1024));
+        assert_eq!(task_memory(&json!("2 GiB")), Some(2048));
+        assert_eq!(task_memory(&json!("512 MiB")), Some(512));
+        assert_eq!(task_memory(&json!("0.5GB")), Some(512));
+        assert_eq!(task_memory(&json!(3072)), Some(3072));
+        assert_eq!(task_memory(&json!("lots")), None);
+        assert_eq!(task_cpu(&json!("0.3333 vCPU")), None);
+    }
+}
