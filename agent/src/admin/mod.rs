@@ -1,0 +1,190 @@
+//! The admin server (127.0.0.1:9901 by default), Envoy-compatible where users rely on it:
+//! `GET /ready`, `GET /server_info` (`"state": "LIVE"` …), `GET /stats/prometheus`
+//! (`/stats?format=prometheus`), `GET /config_dump`, `GET /clusters`, `POST /drain_listeners`,
+//! `POST /healthcheck/fail`. It keeps answering while the agent drains.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::UNIX_EPOCH;
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode, header};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use serde_json::json;
+use tokio::net::TcpListener;
+
+use crate::agent::Shared;
+use crate::state::State;
+
+/// The agent's version.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Serves admin requests until aborted.
+pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            continue;
+        };
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let svc = service_fn(move |req| {
+                let shared = shared.clone();
+                async move { Ok::<_, Infallible>(handle(&shared, req)) }
+            });
+            let _ = http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
+        });
+    }
+}
+
+fn respond(
+    status: StatusCode,
+    ctype: &'static str,
+    body: impl Into<Bytes>,
+) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(body.into()));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, http::HeaderValue::from_static(ctype));
+    r
+}
+
+fn json_response(status: StatusCode, v: &serde_json::Value) -> Response<Full<Bytes>> {
+    let mut body = serde_json::to_vec_pretty(v).unwrap_or_default();
+    body.push(b'\n');
+    respond(status, "application/json", body)
+}
+
+/// Answers one admin request.
+pub fn handle(shared: &Shared, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let path = req.uri().path();
+    let query = req.uri().query().unwrap_or("");
+    match (req.method(), path) {
+        (&Method::GET | &Method::HEAD, "/ready") => {
+            let state = shared.lifecycle.state();
+            let status = if state == State::Live {
+                StatusCode::OK
+            } else {
+                StatusCode::SERVICE_UNAVAILABLE
+            };
+            respond(status, "text/plain", format!("{}\n", state.as_str()))
+        }
+        (&Method::GET, "/server_info") => json_response(StatusCode::OK, &server_info(shared)),
+        (&Method::GET, "/stats/prometheus") => prometheus(shared),
+        (&Method::GET, "/stats") if query.contains("format=prometheus") => prometheus(shared),
+        (&Method::GET, "/config_dump") => {
+            let cfg = shared.config.load();
+            let v = match cfg.as_ref() {
+                Some(c) => json!({
+                    "version": c.version,
+                    "source": c.source,
+                    "loadedAt": c.loaded_at.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
+                    "node": {"mesh": shared.node.mesh, "virtualNode": shared.node.node},
+                    "document": c.document,
+                }),
+                None => json!({"version": null, "source": shared.config_uri, "document": null}),
+            };
+            json_response(StatusCode::OK, &v)
+        }
+        (&Method::GET, "/clusters") => json_response(StatusCode::OK, &clusters(shared)),
+        (&Method::POST, "/drain_listeners") => {
+            shared.lifecycle.drain("POST /drain_listeners", true);
+            respond(StatusCode::OK, "text/plain", "OK\n")
+        }
+        (&Method::POST, "/healthcheck/fail") => {
+            shared.lifecycle.drain("POST /healthcheck/fail", false);
+            respond(StatusCode::OK, "text/plain", "OK\n")
+        }
+        (
+            _,
+            "/ready" | "/server_info" | "/stats/prometheus" | "/config_dump" | "/clusters"
+            | "/drain_listeners" | "/healthcheck/fail",
+        ) => respond(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "text/plain",
+            "method not allowed\n",
+        ),
+        _ => respond(
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            "admin endpoints: /ready /server_info /stats/prometheus /config_dump /clusters POST /drain_listeners POST /healthcheck/fail\n",
+        ),
+    }
+}
+
+fn prometheus(shared: &Shared) -> Response<Full<Bytes>> {
+    let state = match shared.lifecycle.state() {
+        State::Live => 0,
+        State::Draining => 1,
+        State::Initializing => 2,
+    };
+    respond(
+        StatusCode::OK,
+        "text/plain; version=0.0.4",
+        shared.metrics.render(state, shared.started.elapsed()),
+    )
+}
+
+/// The `/server_info` document.
+pub fn server_info(shared: &Shared) -> serde_json::Value {
+    let state = shared.lifecycle.state();
+    let cfg = shared.config.load();
+    let reason = shared.lifecycle.reason();
+    let last_error = shared.last_error.lock().ok().and_then(|e| e.clone());
+    json!({
+        "state": state.as_str(),
+        "version": VERSION,
+        "uptime_current_epoch": format!("{}s", shared.started.elapsed().as_secs()),
+        "uptime_seconds": shared.started.elapsed().as_secs(),
+        "node": {
+            "id": format!("mesh/{}/virtualNode/{}", shared.node.mesh, shared.node.node),
+            "mesh": shared.node.mesh,
+            "virtualNode": shared.node.node,
+        },
+        "config": {
+            "source": cfg.as_ref().map(|c| c.source.clone()).unwrap_or_else(|| shared.config_uri.clone()),
+            "version": cfg.as_ref().map(|c| c.version.clone()),
+            "reloads_ok": shared.metrics.ok_count(),
+            "reloads_rejected": shared.metrics.rejected_count(),
+            "last_error": last_error,
+        },
+        "not_live_reason": if state == State::Live { serde_json::Value::Null } else { json!(reason) },
+    })
+}
+
+fn clusters(shared: &Shared) -> serde_json::Value {
+    let cfg = shared.config.load();
+    let Some(c) = cfg.as_ref() else {
+        return json!({"clusters": []});
+    };
+    let clusters: Vec<_> = c
+        .table
+        .targets()
+        .iter()
+        .map(|t| {
+            let discovery = match &t.discovery {
+                taskmesh_mesh::Discovery::Dns { hostname, response_type } => json!({
+                    "dns": {"hostname": &**hostname, "responseType": format!("{response_type:?}")}
+                }),
+                taskmesh_mesh::Discovery::CloudMap { namespace, service, .. } => json!({
+                    "awsCloudMap": {"namespaceName": &**namespace, "serviceName": &**service}
+                }),
+                taskmesh_mesh::Discovery::None => serde_json::Value::Null,
+            };
+            json!({
+                "name": format!("cds_egress_{}_{}_{}_{}", c.table.mesh_name(), t.name, t.protocol.as_str(), t.port),
+                "virtualNode": &*t.name,
+                "port": t.port,
+                "protocol": t.protocol.as_str(),
+                "serviceDiscovery": discovery,
+            })
+        })
+        .collect();
+    json!({"clusters": clusters, "egressFilter": format!("{:?}", c.table.egress_filter())})
+}

@@ -1,0 +1,99 @@
+//! Configuration: settings (env + flags), mesh-document sources, the on-disk last-good cache,
+//! and the reload loop that compiles each new document into an immutable route table and swaps
+//! it in atomically (requests in flight keep the `Arc` of the table they started with).
+
+pub mod appmesh;
+pub mod cache;
+pub mod file;
+pub mod http;
+pub mod reload;
+pub mod s3;
+pub mod settings;
+pub mod source;
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::SystemTime;
+
+use taskmesh_mesh::{MeshDocument, NodeRef, RouteTable};
+
+use crate::metrics::RouteStats;
+
+/// One good, compiled mesh document and what was learnt about it.
+pub struct ActiveConfig {
+    /// The compiled table the proxy reads.
+    pub table: RouteTable,
+    /// Canonical JSON of the document (for `/config_dump`).
+    pub document: serde_json::Value,
+    /// Version tag (ETag, content hash).
+    pub version: String,
+    /// Where it came from (`TASKMESH_CONFIG`, or `cache:<path>`).
+    pub source: String,
+    /// When it was installed.
+    pub loaded_at: SystemTime,
+    /// `logging.accessLog.file.path` of this node, if any.
+    pub access_log_path: Option<String>,
+    /// Per (route, target) metric handles, filled lazily, so the hot path never builds labels.
+    stats: RwLock<HashMap<(usize, usize), Arc<RouteStats>>>,
+}
+
+/// Why a document was not installed.
+#[derive(thiserror::Error, Debug)]
+pub enum RejectError {
+    /// Parse or validation failure.
+    #[error("mesh document rejected: {0}")]
+    Document(#[from] taskmesh_mesh::DocumentError),
+}
+
+impl ActiveConfig {
+    /// Parses, validates and compiles `bytes` for `node`.
+    pub fn compile(
+        bytes: &[u8],
+        node: &NodeRef,
+        version: String,
+        source: String,
+    ) -> Result<ActiveConfig, RejectError> {
+        let doc = MeshDocument::from_slice(bytes)?;
+        let table = RouteTable::compile(&doc, node)?;
+        let document = doc.to_json_value();
+        let access_log_path = access_log_path(&document, &node.node);
+        Ok(ActiveConfig {
+            table,
+            document,
+            version,
+            source,
+            loaded_at: SystemTime::now(),
+            access_log_path,
+            stats: RwLock::new(HashMap::new()),
+        })
+    }
+
+    /// The metric handle for `key`, created through `make` on first use.
+    pub fn stats_for(
+        &self,
+        key: (usize, usize),
+        make: impl FnOnce() -> Arc<RouteStats>,
+    ) -> Arc<RouteStats> {
+        if let Ok(map) = self.stats.read()
+            && let Some(s) = map.get(&key)
+        {
+            return s.clone();
+        }
+        let s = make();
+        if let Ok(mut map) = self.stats.write() {
+            return map.entry(key).or_insert(s).clone();
+        }
+        s
+    }
+}
+
+/// `virtualNodes[name=node].spec.logging.accessLog.file.path` of the canonical document.
+fn access_log_path(doc: &serde_json::Value, node: &str) -> Option<String> {
+    doc.get("virtualNodes")?
+        .as_array()?
+        .iter()
+        .find(|n| n.get("virtualNodeName").and_then(|v| v.as_str()) == Some(node))?
+        .pointer("/spec/logging/accessLog/file/path")?
+        .as_str()
+        .map(str::to_string)
+}

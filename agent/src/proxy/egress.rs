@@ -1,0 +1,384 @@
+//! Egress (15001): where an outbound connection of the app goes. A redirected connection's
+//! original port first selects a tcpRoute; otherwise HTTP is routed by `Host` among the node's
+//! backends -> route -> weighted target node -> an endpoint on the target's listener port.
+//! Unknown destinations: `ALLOW_ALL` (and `*.amazonaws.com` always) pass through to the original
+//! destination, `DROP_ALL` answers 404 (HTTP) or closes (TCP). Explicit mode (a direct
+//! connection, no redirect) routes HTTP by `Host` alone.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use http::{Request, Response, StatusCode, header};
+use http_body_util::Either;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use taskmesh_mesh::{EgressFilter, HttpRequestView, HttpRouting, RouteTable, TcpRouting};
+use tokio::net::TcpStream;
+
+use super::{ProxyBody, http_forward, limits, local_response, tcp};
+use crate::access_log::{self, Entry};
+use crate::agent::Shared;
+use crate::config::ActiveConfig;
+use crate::metrics::{Direction, RouteStats};
+
+/// How long an ALLOW_ALL connection may stay silent before it is treated as opaque TCP
+/// (server-speaks-first protocols such as MySQL or SMTP).
+const SNIFF_WAIT_ALLOW_ALL: Duration = Duration::from_millis(300);
+
+/// Per-connection context shared by its requests.
+struct Conn {
+    shared: Arc<Shared>,
+    peer: SocketAddr,
+    orig_dst: Option<SocketAddr>,
+}
+
+/// Serves one accepted egress connection.
+pub async fn serve_connection(
+    shared: Arc<Shared>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    builder: &http1::Builder,
+) {
+    let orig_dst = super::original_dst::original_dst(&stream);
+    if let Some(dst) = orig_dst
+        && let Some(cfg) = shared.config.load_full()
+    {
+        if let TcpRouting::Matched(m) = cfg.table.route_tcp(dst.port()) {
+            let t = m.pick(rand::random());
+            let target = &cfg.table.targets()[t.node];
+            let port = t.port.unwrap_or(target.port);
+            let stats = route_stats(&shared, &cfg, m.route as *const _ as usize, t.node, || {
+                (m.virtual_service, &m.route.name, &target.name)
+            });
+            stats.request();
+            let start = Instant::now();
+            match shared.resolver.endpoint(&target.discovery, port).await {
+                Ok(up) => match tcp::forward(stream, up).await {
+                    Ok(_) => stats.response(200, start.elapsed()),
+                    Err(e) => {
+                        stats.connect_failure();
+                        tracing::warn!(upstream = %up, error = %e, "tcp route forwarding failed");
+                    }
+                },
+                Err(e) => tracing::warn!(target_node = &*target.name, error = %e, "no endpoint"),
+            }
+            return;
+        }
+        let allow_all = matches!(cfg.table.egress_filter(), EgressFilter::AllowAll);
+        let wait = if allow_all {
+            SNIFF_WAIT_ALLOW_ALL
+        } else {
+            Duration::from_secs(shared.settings.client_timeout_seconds.max(1))
+        };
+        if super::sniff_http(&stream, wait).await != Some(true) {
+            if allow_all {
+                if let Err(e) = tcp::forward(stream, dst).await {
+                    tracing::debug!(destination = %dst, error = %e, "pass-through ended");
+                }
+            } else {
+                tracing::debug!(destination = %dst, "DROP_ALL: closing unknown TCP destination");
+            }
+            return;
+        }
+    }
+    let conn = Arc::new(Conn {
+        shared: shared.clone(),
+        peer,
+        orig_dst,
+    });
+    super::serve_http(&shared, stream, builder, move |req| {
+        let conn = conn.clone();
+        async move { handle(&conn, req).await }
+    })
+    .await;
+}
+
+fn route_stats<'a>(
+    shared: &Shared,
+    cfg: &ActiveConfig,
+    route_key: usize,
+    node: usize,
+    labels: impl FnOnce() -> (&'a str, &'a str, &'a str),
+) -> Arc<RouteStats> {
+    cfg.stats_for((route_key, node), || {
+        let (vs, route, target) = labels();
+        shared
+            .metrics
+            .route_stats(Direction::Egress, vs, route, target)
+    })
+}
+
+/// Where one request goes.
+struct Decision<'t> {
+    upstream: Result<SocketAddr, (StatusCode, &'static str, &'static str)>,
+    virtual_service: &'t str,
+    route: &'t str,
+    target: &'t str,
+    stats: Arc<RouteStats>,
+    timeout: Option<Duration>,
+}
+
+async fn handle(conn: &Conn, mut req: Request<Incoming>) -> Response<ProxyBody> {
+    let start = Instant::now();
+    let started_at = SystemTime::now();
+    let shared = &conn.shared;
+    if let Err(limits::Refusal::Smuggling(why)) = limits::check_framing(req.headers()) {
+        shared
+            .metrics
+            .limit_hit(crate::metrics::LimitKind::Smuggling);
+        tracing::info!(peer = %conn.peer, why, "refused ambiguous request framing");
+        let mut r = local_response(StatusCode::BAD_REQUEST, "ambiguous request framing\n");
+        r.headers_mut()
+            .insert(header::CONNECTION, http::HeaderValue::from_static("close"));
+        return r;
+    }
+    let Some(cfg) = shared.config.load_full() else {
+        return local_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "taskmesh-agent: no mesh document loaded yet\n",
+        );
+    };
+    // Cheap clones (shared buffers): no per-request string building.
+    let authority_hv = authority_of(&req);
+    let authority = authority_hv
+        .as_ref()
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let decision = decide(conn, &cfg, &req, authority).await;
+    decision.stats.request();
+    let request_id = http_forward::ensure_request_id(req.headers_mut());
+    let method = req.method().clone();
+    let path = req.uri().path_and_query().cloned();
+    let bytes_received = content_length(req.headers());
+
+    let (resp, upstream_str, flags) = match decision.upstream {
+        Err((status, msg, flag)) => (local_response(status, msg), String::new(), flag),
+        Ok(up) => {
+            let (r, flag) = forward(shared, &decision, req, conn, up).await;
+            (r, up.to_string(), flag)
+        }
+    };
+    let status = resp.status().as_u16();
+    decision.stats.response(status, start.elapsed());
+    shared.access_log.write(
+        cfg.access_log_path.as_deref(),
+        &Entry {
+            start_time: access_log::epoch_secs(started_at),
+            direction: "egress",
+            method: method.as_str(),
+            path: path.as_ref().map(|p| p.as_str()).unwrap_or("/"),
+            authority,
+            code: status,
+            bytes_received,
+            bytes_sent: content_length(resp.headers()),
+            duration_ms: start.elapsed().as_secs_f64() * 1000.0,
+            upstream: &upstream_str,
+            virtual_service: decision.virtual_service,
+            route: decision.route,
+            target_node: decision.target,
+            request_id: request_id.to_str().unwrap_or(""),
+            flags,
+        },
+    );
+    resp
+}
+
+async fn forward(
+    shared: &Shared,
+    d: &Decision<'_>,
+    mut req: Request<Incoming>,
+    conn: &Conn,
+    up: SocketAddr,
+) -> (Response<ProxyBody>, &'static str) {
+    if let Err(e) = http_forward::prepare_request(&mut req, conn.peer.ip(), up) {
+        tracing::warn!(error = %e, "cannot build upstream request");
+        return (
+            local_response(StatusCode::BAD_REQUEST, "malformed request\n"),
+            "DI",
+        );
+    }
+    let send = shared.pool.send(req);
+    let result = match d.timeout {
+        Some(t) => match tokio::time::timeout(t, send).await {
+            Ok(r) => r,
+            Err(_) => {
+                return (
+                    local_response(StatusCode::GATEWAY_TIMEOUT, "upstream request timeout\n"),
+                    "UT",
+                );
+            }
+        },
+        None => send.await,
+    };
+    match result {
+        Ok(resp) => {
+            let (mut parts, body) = resp.into_parts();
+            http_forward::prepare_response(&mut parts.headers);
+            (Response::from_parts(parts, Either::Left(body)), "-")
+        }
+        Err(e) if e.is_connect() => {
+            d.stats.connect_failure();
+            tracing::warn!(error = %e, "upstream connect failure");
+            (
+                local_response(StatusCode::SERVICE_UNAVAILABLE, "upstream connect error\n"),
+                "UF",
+            )
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "upstream request failed");
+            (
+                local_response(StatusCode::BAD_GATEWAY, "upstream request failed\n"),
+                "UC",
+            )
+        }
+    }
+}
+
+async fn decide<'t>(
+    conn: &Conn,
+    cfg: &'t ActiveConfig,
+    req: &Request<Incoming>,
+    authority: &str,
+) -> Decision<'t> {
+    let shared = &conn.shared;
+    let table: &RouteTable = &cfg.table;
+    let view = HttpRequestView {
+        authority,
+        dest_port: conn.orig_dst.map(|d| d.port()),
+        method: req.method(),
+        scheme: "http",
+        path_and_query: req
+            .uri()
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/"),
+        headers: req.headers(),
+    };
+    match table.route_http(&view) {
+        HttpRouting::Matched(m) => {
+            let t = m.pick(rand::random());
+            let target = &table.targets()[t.node];
+            let port = t.port.unwrap_or(target.port);
+            let stats = route_stats(shared, cfg, m.route as *const _ as usize, t.node, || {
+                (m.virtual_service, &m.route.name, &target.name)
+            });
+            let upstream = shared
+                .resolver
+                .endpoint(&target.discovery, port)
+                .await
+                .map_err(|e| {
+                    tracing::warn!(target_node = &*target.name, error = %e, "no healthy upstream");
+                    (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "no healthy upstream\n",
+                        "UH",
+                    )
+                });
+            Decision {
+                upstream,
+                virtual_service: m.virtual_service,
+                route: &m.route.name,
+                target: &target.name,
+                stats,
+                timeout: m.route.timeout.per_request,
+            }
+        }
+        HttpRouting::NoRoute { virtual_service } => Decision {
+            upstream: Err((StatusCode::NOT_FOUND, "no route\n", "NR")),
+            virtual_service,
+            route: "",
+            target: "",
+            stats: route_stats(shared, cfg, usize::MAX, usize::MAX, || {
+                (virtual_service, "", "")
+            }),
+            timeout: None,
+        },
+        HttpRouting::UnknownDestination => {
+            let host = host_only(authority);
+            let allow = matches!(table.egress_filter(), EgressFilter::AllowAll)
+                || RouteTable::is_always_allowed(host);
+            let stats = route_stats(shared, cfg, usize::MAX - 1, usize::MAX, || {
+                ("", "mesh-allow-all", "")
+            });
+            let upstream = if !allow {
+                Err((
+                    StatusCode::NOT_FOUND,
+                    "unknown destination (egress filter DROP_ALL)\n",
+                    "NR",
+                ))
+            } else if let Some(dst) = conn.orig_dst {
+                Ok(dst)
+            } else {
+                let port = port_of(authority).unwrap_or(80);
+                shared
+                    .resolver
+                    .pick(host, false)
+                    .await
+                    .map(|ip| SocketAddr::new(ip, port))
+                    .map_err(|_| {
+                        (
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            "cannot resolve destination\n",
+                            "UH",
+                        )
+                    })
+            };
+            Decision {
+                upstream,
+                virtual_service: "",
+                route: "mesh-allow-all",
+                target: "",
+                stats,
+                timeout: None,
+            }
+        }
+    }
+}
+
+/// `Host` header, else the URI authority (absolute-form requests).
+pub fn authority_of<B>(req: &Request<B>) -> Option<http::HeaderValue> {
+    if let Some(h) = req.headers().get(header::HOST) {
+        return Some(h.clone());
+    }
+    req.uri()
+        .authority()
+        .and_then(|a| http::HeaderValue::from_str(a.as_str()).ok())
+}
+
+/// `name` of `name:port` (IPv6 literals in brackets kept whole).
+pub fn host_only(authority: &str) -> &str {
+    if authority.starts_with('[') {
+        return authority
+            .find(']')
+            .map(|i| &authority[..=i])
+            .unwrap_or(authority);
+    }
+    match authority.rsplit_once(':') {
+        Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => authority,
+    }
+}
+
+fn port_of(authority: &str) -> Option<u16> {
+    authority.rsplit_once(':').and_then(|(_, p)| p.parse().ok())
+}
+
+fn content_length(h: &http::HeaderMap) -> u64 {
+    h.get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn host_and_port_split() {
+        assert_eq!(super::host_only("svc.local:9080"), "svc.local");
+        assert_eq!(super::host_only("svc.local"), "svc.local");
+        assert_eq!(super::host_only("[::1]:80"), "[::1]");
+        assert_eq!(super::port_of("svc.local:9080"), Some(9080));
+        assert_eq!(super::port_of("svc.local"), None);
+    }
+}

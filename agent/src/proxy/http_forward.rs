@@ -1,0 +1,194 @@
+//! Rewriting a request for the next hop and a response for the client: hop-by-hop fields
+//! removed as RFC 9110 §7.6.1 says (`Connection` and every field it names, plus `Keep-Alive`,
+//! `Proxy-Connection`, `TE`, `Transfer-Encoding`, `Upgrade`, `Proxy-Authenticate`,
+//! `Proxy-Authorization`), `x-forwarded-for` appended, `x-request-id` kept or generated, and the
+//! absolute upstream URI set for the pooled client.
+
+use std::net::{IpAddr, SocketAddr};
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{Request, Uri};
+
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// Removes hop-by-hop fields from `headers`.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Fields named by Connection (collected first: we cannot mutate while iterating).
+    if headers.contains_key(header::CONNECTION) {
+        let mut named: Vec<HeaderName> = Vec::new();
+        for v in headers.get_all(header::CONNECTION) {
+            if let Ok(s) = v.to_str() {
+                for token in s.split(',') {
+                    let token = token.trim();
+                    if !token.is_empty()
+                        && let Ok(name) = HeaderName::from_bytes(token.as_bytes())
+                    {
+                        named.push(name);
+                    }
+                }
+            }
+        }
+        for n in named {
+            headers.remove(n);
+        }
+        headers.remove(header::CONNECTION);
+    }
+    for n in [
+        &KEEP_ALIVE,
+        &PROXY_CONNECTION,
+        &header::TE,
+        &header::TRANSFER_ENCODING,
+        &header::UPGRADE,
+        &header::PROXY_AUTHENTICATE,
+        &header::PROXY_AUTHORIZATION,
+    ] {
+        if headers.contains_key(n) {
+            headers.remove(n);
+        }
+    }
+}
+
+/// Appends the client address to `x-forwarded-for`.
+pub fn append_forwarded_for(headers: &mut HeaderMap, client: IpAddr) {
+    let mut buf = itoa_ip(client);
+    if let Some(prev) = headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        buf = format!("{prev}, {buf}");
+    }
+    if let Ok(v) = HeaderValue::from_str(&buf) {
+        headers.insert(X_FORWARDED_FOR.clone(), v);
+    }
+}
+
+fn itoa_ip(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => v6.to_string(),
+        },
+        v4 => v4.to_string(),
+    }
+}
+
+/// Keeps a valid `x-request-id` or sets a new random UUID (v4 form); returns the value.
+pub fn ensure_request_id(headers: &mut HeaderMap) -> HeaderValue {
+    if let Some(v) = headers.get(&X_REQUEST_ID)
+        && !v.is_empty()
+    {
+        return v.clone();
+    }
+    let v = new_request_id();
+    headers.insert(X_REQUEST_ID.clone(), v.clone());
+    v
+}
+
+/// A random UUID v4 as a header value.
+pub fn new_request_id() -> HeaderValue {
+    let r: u128 = rand::random();
+    let r = (r & !(0xf << 76) | (0x4 << 76)) & !(0x3 << 62) | (0x2 << 62);
+    let s = format!(
+        "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
+        (r >> 96) as u32,
+        (r >> 80) as u16,
+        (r >> 64) as u16,
+        (r >> 48) as u16,
+        r & 0xffff_ffff_ffff
+    );
+    HeaderValue::from_str(&s).unwrap_or_else(|_| HeaderValue::from_static("0"))
+}
+
+/// Rewrites `req` for the upstream at `upstream`: absolute URI, hop-by-hop removed, XFF, request
+/// id. Returns the request id.
+pub fn prepare_request<B>(
+    req: &mut Request<B>,
+    client: IpAddr,
+    upstream: SocketAddr,
+) -> Result<HeaderValue, http::Error> {
+    let headers = req.headers_mut();
+    strip_hop_by_hop(headers);
+    append_forwarded_for(headers, client);
+    let id = ensure_request_id(headers);
+    // Keep the original Host; HTTP/1.0 clients may omit it.
+    if !req.headers().contains_key(header::HOST)
+        && let Some(a) = req.uri().authority()
+        && let Ok(v) = HeaderValue::from_str(a.as_str())
+    {
+        req.headers_mut().insert(header::HOST, v);
+    }
+    let pq = req
+        .uri()
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
+    let authority = Authority::try_from(upstream.to_string().as_str())?;
+    *req.uri_mut() = Uri::builder()
+        .scheme(Scheme::HTTP)
+        .authority(authority)
+        .path_and_query(pq)
+        .build()?;
+    *req.version_mut() = http::Version::HTTP_11;
+    Ok(id)
+}
+
+/// Cleans a response for the client.
+pub fn prepare_response(headers: &mut HeaderMap) {
+    strip_hop_by_hop(headers);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_and_connection_listed_fields_go() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, X-Secret"),
+        );
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert(header::TE, HeaderValue::from_static("trailers"));
+        h.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        h.insert("x-keep", HeaderValue::from_static("yes"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert_eq!(h["x-keep"], "yes");
+    }
+
+    #[test]
+    fn xff_appends_and_request_id_kept_or_made() {
+        let mut h = HeaderMap::new();
+        append_forwarded_for(&mut h, "10.0.0.1".parse().unwrap());
+        append_forwarded_for(&mut h, "::ffff:10.0.0.2".parse().unwrap());
+        assert_eq!(h["x-forwarded-for"], "10.0.0.1, 10.0.0.2");
+        let id = ensure_request_id(&mut h);
+        assert_eq!(id.len(), 36);
+        assert_eq!(id.to_str().unwrap().as_bytes()[14], b'4');
+        assert_eq!(ensure_request_id(&mut h), id);
+        assert_ne!(new_request_id(), new_request_id());
+    }
+
+    #[test]
+    fn request_gets_absolute_upstream_uri_and_keeps_host() {
+        let mut req = Request::get("/a/b?c=1")
+            .header("host", "svc.local:9080")
+            .body(())
+            .unwrap();
+        prepare_request(
+            &mut req,
+            "127.0.0.1".parse().unwrap(),
+            "10.1.1.1:8080".parse().unwrap(),
+        )
+        .unwrap();
+        assert_eq!(req.uri(), "http://10.1.1.1:8080/a/b?c=1");
+        assert_eq!(req.headers()["host"], "svc.local:9080");
+    }
+}

@@ -1,0 +1,178 @@
+//! Ingress (15000): connections redirected from the app's ports go to the app on
+//! `127.0.0.1:<original port>` (explicit mode: the node's first listener port). The node's
+//! listener for that port decides HTTP or opaque TCP and its per-request timeout.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use http::{Request, Response, StatusCode};
+use http_body_util::Either;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use tokio::net::TcpStream;
+
+use super::{ProxyBody, http_forward, limits, local_response, tcp};
+use crate::access_log::{self, Entry};
+use crate::agent::Shared;
+use crate::metrics::{Direction, LimitKind, RouteStats};
+
+struct Conn {
+    shared: Arc<Shared>,
+    peer: SocketAddr,
+    app: SocketAddr,
+    timeout: Option<Duration>,
+    stats: Arc<RouteStats>,
+}
+
+/// Serves one accepted ingress connection.
+pub async fn serve_connection(
+    shared: Arc<Shared>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    builder: &http1::Builder,
+) {
+    let orig = super::original_dst::original_dst(&stream);
+    let cfg = shared.config.load_full();
+    let listener = cfg.as_ref().and_then(|c| match orig {
+        Some(dst) => c.table.listener_for_port(dst.port()).cloned(),
+        None => c.table.listeners().first().cloned(),
+    });
+    let port = match (orig, &listener) {
+        (Some(dst), _) => dst.port(),
+        (None, Some(l)) => l.port,
+        (None, None) => {
+            tracing::warn!(%peer, "ingress: no original destination and no listener known; closing");
+            return;
+        }
+    };
+    let app = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port);
+    let node = cfg
+        .as_ref()
+        .map(|c| c.table.node_name().to_string())
+        .unwrap_or_default();
+    let stats = match &cfg {
+        Some(c) => c.stats_for((usize::MAX - 2, usize::from(port)), || {
+            shared
+                .metrics
+                .route_stats(Direction::Ingress, "", "", &node)
+        }),
+        None => shared.metrics.route_stats(Direction::Ingress, "", "", ""),
+    };
+    let is_tcp = match &listener {
+        Some(l) => !l.protocol.is_http(),
+        // No document yet: only pass through what is clearly not HTTP.
+        None => super::sniff_http(&stream, Duration::from_millis(300)).await != Some(true),
+    };
+    if is_tcp {
+        stats.request();
+        let start = Instant::now();
+        match tcp::forward(stream, app).await {
+            Ok(_) => stats.response(200, start.elapsed()),
+            Err(e) => {
+                stats.connect_failure();
+                tracing::warn!(app = %app, error = %e, "ingress tcp forwarding failed");
+            }
+        }
+        return;
+    }
+    let conn = Arc::new(Conn {
+        shared: shared.clone(),
+        peer,
+        app,
+        timeout: listener.and_then(|l| l.timeout.per_request),
+        stats,
+    });
+    super::serve_http(&shared, stream, builder, move |req| {
+        let conn = conn.clone();
+        async move { handle(&conn, req).await }
+    })
+    .await;
+}
+
+async fn handle(conn: &Conn, mut req: Request<Incoming>) -> Response<ProxyBody> {
+    let start = Instant::now();
+    let started_at = SystemTime::now();
+    let shared = &conn.shared;
+    if let Err(limits::Refusal::Smuggling(why)) = limits::check_framing(req.headers()) {
+        shared.metrics.limit_hit(LimitKind::Smuggling);
+        tracing::info!(peer = %conn.peer, why, "refused ambiguous request framing");
+        let mut r = local_response(StatusCode::BAD_REQUEST, "ambiguous request framing\n");
+        r.headers_mut().insert(
+            http::header::CONNECTION,
+            http::HeaderValue::from_static("close"),
+        );
+        return r;
+    }
+    conn.stats.request();
+    let method = req.method().clone();
+    let path = req.uri().path_and_query().cloned();
+    let authority = super::egress::authority_of(&req);
+    let (resp, flags) = match http_forward::prepare_request(&mut req, conn.peer.ip(), conn.app) {
+        Err(_) => (
+            local_response(StatusCode::BAD_REQUEST, "malformed request\n"),
+            "DI",
+        ),
+        Ok(_) => {
+            let send = shared.pool.send(req);
+            let res = match conn.timeout {
+                Some(t) => tokio::time::timeout(t, send).await.ok(),
+                None => Some(send.await),
+            };
+            match res {
+                None => (
+                    local_response(StatusCode::GATEWAY_TIMEOUT, "upstream request timeout\n"),
+                    "UT",
+                ),
+                Some(Ok(r)) => {
+                    let (mut parts, body) = r.into_parts();
+                    http_forward::prepare_response(&mut parts.headers);
+                    (Response::from_parts(parts, Either::Left(body)), "-")
+                }
+                Some(Err(e)) if e.is_connect() => {
+                    conn.stats.connect_failure();
+                    tracing::warn!(error = %e, "app connect failure");
+                    (
+                        local_response(StatusCode::SERVICE_UNAVAILABLE, "upstream connect error\n"),
+                        "UF",
+                    )
+                }
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "app request failed");
+                    (
+                        local_response(StatusCode::BAD_GATEWAY, "upstream request failed\n"),
+                        "UC",
+                    )
+                }
+            }
+        }
+    };
+    let status = resp.status().as_u16();
+    conn.stats.response(status, start.elapsed());
+    let cfg = shared.config.load();
+    let app = conn.app.to_string();
+    shared.access_log.write(
+        cfg.as_ref().and_then(|c| c.access_log_path.as_deref()),
+        &Entry {
+            start_time: access_log::epoch_secs(started_at),
+            direction: "ingress",
+            method: method.as_str(),
+            path: path.as_ref().map(|p| p.as_str()).unwrap_or("/"),
+            authority: authority
+                .as_ref()
+                .and_then(|a| a.to_str().ok())
+                .unwrap_or(""),
+            code: status,
+            bytes_received: 0,
+            bytes_sent: 0,
+            duration_ms: start.elapsed().as_secs_f64() * 1000.0,
+            upstream: &app,
+            virtual_service: "",
+            route: "",
+            target_node: cfg.as_ref().map(|c| c.table.node_name()).unwrap_or(""),
+            request_id: "",
+            flags,
+        },
+    );
+    resp
+}

@@ -1,0 +1,81 @@
+//! Upstream HTTP/1.1 connections with keep-alive reuse: one pooled hyper-util client per agent,
+//! keyed by upstream address, idle connections kept for `TASKMESH_UPSTREAM_IDLE_SECONDS`.
+
+use std::time::Duration;
+
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+
+/// How long to wait for an upstream TCP connection.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Why an upstream exchange failed.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    /// TCP connect failed or timed out.
+    #[error("connect to {addr} failed: {source}")]
+    Connect {
+        /// The upstream.
+        addr: String,
+        /// The client error.
+        source: hyper_util::client::legacy::Error,
+    },
+    /// The exchange failed after connecting.
+    #[error("upstream {addr}: {source}")]
+    Exchange {
+        /// The upstream.
+        addr: String,
+        /// The client error.
+        source: hyper_util::client::legacy::Error,
+    },
+}
+
+impl UpstreamError {
+    /// Whether the connection could not be established.
+    pub fn is_connect(&self) -> bool {
+        matches!(self, UpstreamError::Connect { .. })
+    }
+}
+
+/// Pooled upstream client.
+#[derive(Clone)]
+pub struct UpstreamPool {
+    client: Client<HttpConnector, Incoming>,
+}
+
+impl UpstreamPool {
+    /// A pool keeping idle connections for `idle`.
+    pub fn new(idle: Duration) -> UpstreamPool {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
+        connector.enforce_http(true);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(idle)
+            .pool_timer(TokioTimer::new())
+            .pool_max_idle_per_host(1024)
+            .retry_canceled_requests(true)
+            .set_host(false)
+            .build(connector);
+        UpstreamPool { client }
+    }
+
+    /// Sends `req` (absolute URI) and returns the response head with its streaming body.
+    pub async fn send(&self, req: Request<Incoming>) -> Result<Response<Incoming>, UpstreamError> {
+        let addr = req
+            .uri()
+            .authority()
+            .map(|a| a.as_str().to_string())
+            .unwrap_or_default();
+        self.client.request(req).await.map_err(|source| {
+            if source.is_connect() {
+                UpstreamError::Connect { addr, source }
+            } else {
+                UpstreamError::Exchange { addr, source }
+            }
+        })
+    }
+}
