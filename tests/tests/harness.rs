@@ -310,3 +310,77 @@ fn venv_holds_the_pinned_tools() {
         "{output}"
     );
 }
+
+#[test]
+fn fixtures_are_all_there_and_classified() {
+    use taskmesh_e2e::fixtures::{self, FixtureKind};
+    let all = fixtures::ecs_taskdefs();
+    assert_eq!(all.len(), 24, "SOURCES.md lists 24 fixtures");
+    let count = |kind| all.iter().filter(|f| f.kind == kind).count();
+    assert_eq!(count(FixtureKind::CfnYaml), 10);
+    assert_eq!(count(FixtureKind::CfnJson), 2);
+    assert_eq!(count(FixtureKind::DescribeOutput), 1);
+    assert_eq!(count(FixtureKind::ApiJson), 11);
+    assert_eq!(
+        fixtures::ecs_taskdef("testing.json").kind,
+        FixtureKind::DescribeOutput
+    );
+}
+
+#[test]
+fn ecs_round_trip_registers_describes_and_reports_refusals() {
+    use taskmesh_e2e::ecs;
+    let moto = MotoServer::start().expect("start moto");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let good = dir.path().join("good.json");
+    let bad = dir.path().join("bad.json");
+    let body = json!({
+        "family": "roundtrip",
+        "networkMode": "awsvpc",
+        "containerDefinitions": [
+            {"name": "app", "image": "nginx", "memory": 128,
+             "dependsOn": [{"containerName": "proxy", "condition": "HEALTHY"}]},
+            {"name": "proxy", "image": "agent", "memory": 64, "user": "1337",
+             "healthCheck": {"command": ["CMD", "true"], "interval": 5, "timeout": 2, "retries": 3}}
+        ],
+        "proxyConfiguration": {"type": "APPMESH", "containerName": "proxy",
+            "properties": [{"name": "IgnoredUID", "value": "1337"}, {"name": "AppPorts", "value": "80"}]},
+        "tags": [{"key": "team", "value": "mesh"}]
+    });
+    std::fs::write(&good, body.to_string()).expect("write");
+    std::fs::write(
+        &bad,
+        json!({"family": "x", "containerDefinitions": "nope"}).to_string(),
+    )
+    .expect("write");
+    let results = ecs::register_and_describe(&moto, &[&good, &bad]).expect("round trip");
+    assert_eq!(results.len(), 2);
+    let stored = results[0]
+        .task_definition
+        .as_ref()
+        .unwrap_or_else(|| panic!("{:?}", results[0].error));
+    assert_eq!(stored["proxyConfiguration"], body["proxyConfiguration"]);
+    assert_eq!(
+        stored["containerDefinitions"][0]["dependsOn"],
+        body["containerDefinitions"][0]["dependsOn"]
+    );
+    assert_eq!(stored["revision"], 1);
+    assert!(
+        results[0]
+            .arn
+            .as_deref()
+            .unwrap_or_default()
+            .ends_with("task-definition/roundtrip:1")
+    );
+    assert_eq!(results[0].tags, [json!({"key": "team", "value": "mesh"})]);
+    assert!(results[1].task_definition.is_none());
+    assert!(
+        results[1]
+            .error
+            .as_deref()
+            .unwrap_or_default()
+            .contains("containerDefinitions"),
+        "{:?}",
+        results[1].error
+    );
+}
