@@ -17,6 +17,7 @@ pub mod ecs;
 pub mod error;
 pub mod fixtures;
 pub mod moto;
+pub mod netns;
 pub mod ports;
 pub mod process;
 pub mod venv;
