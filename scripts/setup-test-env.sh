@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 root=$(pwd)
 
 need_apt=()
-for bin in iptables:iptables ip6tables:iptables ip:iproute2 curl:curl; do
+for bin in iptables:iptables ip6tables:iptables ip:iproute2 curl:curl setpriv:util-linux; do
   command -v "${bin%%:*}" >/dev/null 2>&1 || need_apt+=("${bin##*:}")
 done
 if [ ${#need_apt[@]} -gt 0 ]; then
