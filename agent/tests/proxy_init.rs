@@ -561,3 +561,57 @@ fn dry_run_prints_the_plan_without_root_or_changes() {
         ]
     );
 }
+
+/// `program` in `PATH`, or a failure saying which package provides it.
+fn find_in_path(program: &str) -> std::path::PathBuf {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(program))
+        .find(|candidate| candidate.is_file())
+        .unwrap_or_else(|| {
+            panic!(
+                "{program} not found in PATH: install the iptables package (it ships both backends)"
+            )
+        })
+}
+
+#[test]
+fn the_legacy_iptables_backend_gets_the_same_rules() {
+    let ns = Netns::create(PREFIX).expect("create namespace");
+    // A PATH whose iptables tools are the legacy (x_tables) ones.
+    let tools = tempfile::tempdir().expect("tools dir");
+    for family in ["iptables", "ip6tables"] {
+        for tool in ["save", "restore"] {
+            let legacy = find_in_path(&format!("{family}-legacy-{tool}"));
+            let link = tools.path().join(format!("{family}-{tool}"));
+            std::os::unix::fs::symlink(&legacy, &link).expect("symlink legacy tool");
+        }
+    }
+    let path = format!(
+        "{}:{}",
+        tools.path().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let ignored4 = Ipv4Addr::new(192, 0, 2, 10);
+    let ignored6: Ipv6Addr = "2001:db8::10".parse().expect("v6");
+    let mut env = task_env(&format!("{ignored4},{ignored6}"));
+    env.push(("PATH", path.clone()));
+
+    for run in ["first", "second"] {
+        assert_ok(
+            &proxy_init(&ns, &[], &env),
+            &format!("{run} legacy proxy-init"),
+        );
+        let v4 = nat_table(&ns, "iptables-legacy-save");
+        let v6 = nat_table(&ns, "ip6tables-legacy-save");
+        assert_eq!(chains(&v4), expected_v4(ignored4), "{run} run:\n{v4}");
+        assert_eq!(chains(&v6), expected_v6(ignored6), "{run} run:\n{v6}");
+    }
+    assert_ok(
+        &proxy_init(&ns, &["--clean"], &[("PATH", path)]),
+        "legacy --clean",
+    );
+    for save in ["iptables-legacy-save", "ip6tables-legacy-save"] {
+        assert_eq!(chains(&nat_table(&ns, save)), builtin_only(), "{save}");
+    }
+}
