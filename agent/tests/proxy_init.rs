@@ -195,6 +195,31 @@ fn installs_the_cni_rules_for_both_families_idempotently_and_cleans_them() {
         "IPv6 changed on rerun"
     );
 
+    // Someone else's rule and chain stay; stray jumps into our chains (a duplicate, and one
+    // inserted with another match) are removed, leaving exactly the plan.
+    for rule in [
+        "-A OUTPUT -p tcp -m addrtype ! --dst-type LOCAL -j APPMESH_EGRESS",
+        "-I PREROUTING -p tcp -j APPMESH_INGRESS",
+        "-N OTHER",
+        "-A OTHER -p udp --dport 53 -j RETURN",
+        "-A OUTPUT -p udp -j OTHER",
+    ] {
+        let mut args = vec!["iptables", "-t", "nat"];
+        args.extend(rule.split(' '));
+        app.exec(&args).expect("add a foreign rule");
+    }
+    assert_ok(&proxy_init(&app, &[], &env), "proxy-init over stray rules");
+    let mut want = expected_v4(ignored4);
+    want.get_mut("OUTPUT")
+        .expect("OUTPUT")
+        .push("-p udp -j OTHER".into());
+    want.insert(
+        "OTHER".into(),
+        vec!["-p udp -m udp --dport 53 -j RETURN".into()],
+    );
+    let table = nat_table(&app, "iptables-save");
+    assert_eq!(chains(&table), want, "{table}");
+
     // Reconfigured as egress only: the ingress chain and its jump go away.
     let egress_only: Vec<_> = env
         .iter()
@@ -205,20 +230,30 @@ fn installs_the_cni_rules_for_both_families_idempotently_and_cleans_them() {
         &proxy_init(&app, &[], &egress_only),
         "egress-only proxy-init",
     );
-    let mut want = expected_v4(ignored4);
     want.remove("APPMESH_INGRESS");
     want.insert("PREROUTING".into(), vec![]);
     assert_eq!(chains(&nat_table(&app, "iptables-save")), want);
 
+    // --clean removes our chains and jumps, and nothing else.
     assert_ok(&proxy_init(&app, &["--clean"], &[]), "proxy-init --clean");
-    for save in ["iptables-save", "ip6tables-save"] {
-        let table = nat_table(&app, save);
-        assert_eq!(
-            chains(&table),
-            builtin_only(),
-            "{save} after --clean:\n{table}"
-        );
-    }
+    let mut want = builtin_only();
+    want.insert("OUTPUT".into(), vec!["-p udp -j OTHER".into()]);
+    want.insert(
+        "OTHER".into(),
+        vec!["-p udp -m udp --dport 53 -j RETURN".into()],
+    );
+    let table = nat_table(&app, "iptables-save");
+    assert_eq!(
+        chains(&table),
+        want,
+        "iptables-save after --clean:\n{table}"
+    );
+    let table = nat_table(&app, "ip6tables-save");
+    assert_eq!(
+        chains(&table),
+        builtin_only(),
+        "ip6tables-save after --clean:\n{table}"
+    );
     assert_ok(&proxy_init(&app, &["--clean"], &[]), "second --clean");
 }
 
