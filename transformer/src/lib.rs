@@ -20,6 +20,7 @@ pub mod eject;
 pub mod error;
 pub mod format;
 pub mod inject;
+pub mod meshdoc;
 pub mod options;
 pub mod taskdef;
 pub mod template;
