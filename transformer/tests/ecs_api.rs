@@ -1,0 +1,434 @@
+//! The `taskmesh` binary against the real AWS tools: every real-world fixture goes through
+//! `taskmesh inject`; API-JSON results must pass botocore's RegisterTaskDefinition validation
+//! and register in a moto server with the proxy container and the redirect intact;
+//! CloudFormation results must not add cfn-lint errors to those the input already has.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+use taskmesh::INJECTED_LABEL;
+use taskmesh_e2e::botocore;
+use taskmesh_e2e::cfnlint;
+use taskmesh_e2e::ecs::{self, RoundTrip};
+use taskmesh_e2e::fixtures::{self, Fixture};
+use taskmesh_e2e::moto::MotoServer;
+
+/// The options every injection here needs (no fixture names a mesh or a config URI).
+const MESH_ARGS: [&str; 4] = [
+    "--mesh",
+    "colorapp",
+    "--config",
+    "file:///etc/taskmesh/mesh.json",
+];
+
+/// Fixtures inject must refuse (exit 2): no `awsvpc`, or Windows (SOURCES.md #10, #11, #20,
+/// #22, #24).
+const REFUSED: [&str; 5] = [
+    "nginx__nginx_ec2.json",
+    "consul__ConsulClient.json",
+    "windows-fargate-webserver.json",
+    "windows-svc-test.stack.yml",
+    "product-service__service.yaml",
+];
+
+fn is_refused(fixture: &Fixture) -> bool {
+    REFUSED.iter().any(|needle| fixture.name().contains(needle))
+}
+
+/// Runs `taskmesh inject FILE <MESH_ARGS> <extra>`.
+fn inject(input: &Path, extra: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_taskmesh"))
+        .arg("inject")
+        .arg(input)
+        .args(MESH_ARGS)
+        .args(extra)
+        .output()
+        .expect("run the taskmesh binary")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Injects `fixture`, expecting success, and writes the output under `dir` (same extension).
+fn inject_ok(fixture: &Fixture, extra: &[&str], dir: &Path, tag: &str) -> PathBuf {
+    let output = inject(&fixture.path, extra);
+    assert!(
+        output.status.success(),
+        "taskmesh inject {} {extra:?} failed ({}):\n{}",
+        fixture.name(),
+        output.status,
+        text(&output.stderr)
+    );
+    let extension = fixture
+        .path
+        .extension()
+        .map(|e| e.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let out = dir.join(format!("{tag}.{extension}"));
+    std::fs::write(&out, &output.stdout).expect("write injected output");
+    out
+}
+
+/// Asserts that `taskmesh inject` refuses `fixture` with exit 2 and a message naming the file.
+fn assert_refused(fixture: &Fixture) {
+    let output = inject(&fixture.path, &[]);
+    let stderr = text(&output.stderr);
+    assert_eq!(
+        output.status.code(),
+        Some(2),
+        "{} must be refused with exit 2; stderr:\n{stderr}",
+        fixture.name()
+    );
+    assert!(
+        stderr.contains(&fixture.name()),
+        "the refusal of {} must name the file:\n{stderr}",
+        fixture.name()
+    );
+    assert!(
+        output.stdout.is_empty(),
+        "nothing may be written on failure ({})",
+        fixture.name()
+    );
+}
+
+fn read_json(path: &Path) -> Value {
+    let bytes = std::fs::read(path).expect("read output");
+    serde_json::from_slice(&bytes)
+        .unwrap_or_else(|err| panic!("{} is not JSON: {err}", path.display()))
+}
+
+/// Every member of `sent` is in `stored` with the same value (objects recursively, arrays
+/// element by element); `stored` may hold more (ECS defaults). Returns the differing paths.
+fn missing_from(sent: &Value, stored: &Value, path: &str, out: &mut Vec<String>) {
+    match (sent, stored) {
+        (Value::Object(a), Value::Object(b)) => {
+            for (key, value) in a {
+                let here = format!("{path}.{key}");
+                match b.get(key) {
+                    Some(other) => missing_from(value, other, &here, out),
+                    None => out.push(format!("{here}: sent {value}, not stored")),
+                }
+            }
+        }
+        (Value::Array(a), Value::Array(b)) if a.len() == b.len() => {
+            for (index, (x, y)) in a.iter().zip(b).enumerate() {
+                missing_from(x, y, &format!("{path}[{index}]"), out);
+            }
+        }
+        (a, b) if a == b => {}
+        (a, b) => out.push(format!("{path}: sent {a}, stored {b}")),
+    }
+}
+
+fn containers(td: &Value) -> &[Value] {
+    td["containerDefinitions"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+}
+
+/// The containers inject added (they carry the `taskmesh.injected` docker label).
+fn injected(td: &Value) -> Vec<&Value> {
+    containers(td)
+        .iter()
+        .filter(|c| c["dockerLabels"].get(INJECTED_LABEL).is_some())
+        .collect()
+}
+
+fn property<'a>(td: &'a Value, name: &str) -> Option<&'a str> {
+    td["proxyConfiguration"]["properties"]
+        .as_array()?
+        .iter()
+        .find(|p| p["name"] == name)?["value"]
+        .as_str()
+}
+
+/// Checks an ECS-redirect injection as sent and as moto stored it: the proxy container, the
+/// `proxyConfiguration` naming it, the UID match, the app containers' `dependsOn`, and that
+/// everything sent came back.
+fn assert_meshed_and_survived(name: &str, sent: &Value, trip: &RoundTrip) {
+    let stored = trip.task_definition.as_ref().unwrap_or_else(|| {
+        panic!(
+            "{name}: moto refused the injected definition: {:?}",
+            trip.error
+        )
+    });
+    let mut diffs = Vec::new();
+    missing_from(sent, stored, "", &mut diffs);
+    assert!(
+        diffs.is_empty(),
+        "{name}: lost in ECS round trip:\n{}",
+        diffs.join("\n")
+    );
+
+    for td in [sent, stored] {
+        let proxies = injected(td);
+        assert_eq!(
+            proxies.len(),
+            1,
+            "{name}: exactly one injected proxy container"
+        );
+        let proxy = proxies[0];
+        let proxy_name = proxy["name"].as_str().expect("proxy name");
+        assert_eq!(td["proxyConfiguration"]["type"], "APPMESH", "{name}");
+        assert_eq!(
+            td["proxyConfiguration"]["containerName"], proxy_name,
+            "{name}"
+        );
+        assert_eq!(td["networkMode"], "awsvpc", "{name}");
+        let uid = property(td, "IgnoredUID").expect("IgnoredUID");
+        let user = proxy["user"].as_str().expect("proxy user");
+        assert_eq!(
+            user.split(':').next(),
+            Some(uid),
+            "{name}: proxy user vs IgnoredUID"
+        );
+        for key in ["ProxyIngressPort", "ProxyEgressPort", "EgressIgnoredIPs"] {
+            assert!(
+                property(td, key).is_some(),
+                "{name}: proxyConfiguration lacks {key}"
+            );
+        }
+        assert!(
+            proxy["healthCheck"]["command"].is_array(),
+            "{name}: proxy health check"
+        );
+        assert_ne!(proxy["essential"], false, "{name}: the proxy is essential");
+        for app in containers(td).iter().filter(|c| c["name"] != proxy_name) {
+            if app["essential"] == false {
+                continue;
+            }
+            let waits = app["dependsOn"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|d| d["containerName"] == proxy_name && d["condition"] == "HEALTHY");
+            assert!(
+                waits,
+                "{name}: container {} must wait for the proxy",
+                app["name"]
+            );
+        }
+    }
+}
+
+/// Validates `files` as RegisterTaskDefinition bodies in one botocore run; panics listing
+/// every error.
+fn assert_valid_requests(files: &[(String, PathBuf)]) {
+    let paths: Vec<&PathBuf> = files.iter().map(|(_, path)| path).collect();
+    let results = botocore::validate_files("ecs", "RegisterTaskDefinition", &paths)
+        .expect("run botocore validation");
+    let problems: Vec<String> = files
+        .iter()
+        .zip(&results)
+        .filter(|(_, result)| !result.is_valid())
+        .map(|((name, _), result)| format!("{name}:\n  {}", result.errors.join("\n  ")))
+        .collect();
+    assert!(
+        problems.is_empty(),
+        "botocore rejects injected task definitions:\n{}",
+        problems.join("\n")
+    );
+}
+
+#[test]
+fn api_json_fixtures_become_valid_registrable_meshed_task_definitions() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut accepted = Vec::new();
+    let mut refused = BTreeSet::new();
+    for (index, fixture) in fixtures::ecs_taskdefs()
+        .iter()
+        .filter(|f| !f.kind.is_cfn())
+        .enumerate()
+    {
+        if is_refused(fixture) {
+            assert_refused(fixture);
+            refused.insert(fixture.name());
+        } else {
+            let out = inject_ok(fixture, &[], dir.path(), &format!("api-{index}"));
+            accepted.push((fixture.name(), out));
+        }
+    }
+    assert_eq!(refused.len(), 3, "refused API fixtures: {refused:?}");
+    assert_eq!(accepted.len(), 9, "accepted API fixtures");
+
+    assert_valid_requests(&accepted);
+
+    let moto = MotoServer::start().expect("start moto");
+    let paths: Vec<&PathBuf> = accepted.iter().map(|(_, path)| path).collect();
+    let trips = ecs::register_and_describe(&moto, &paths).expect("register in moto");
+    for ((name, path), trip) in accepted.iter().zip(&trips) {
+        assert_meshed_and_survived(name, &read_json(path), trip);
+    }
+}
+
+#[test]
+fn envoy_proxy_variant_is_valid_and_registers() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fixture = fixtures::ecs_taskdef("nginx__nginx_fargate.json");
+    let out = inject_ok(&fixture, &["--proxy", "envoy"], dir.path(), "envoy");
+    let files = [(format!("{} --proxy envoy", fixture.name()), out.clone())];
+    assert_valid_requests(&files);
+
+    let sent = read_json(&out);
+    let proxies = injected(&sent);
+    assert_eq!(proxies.len(), 1);
+    let proxy = proxies[0];
+    assert!(
+        proxy["image"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("aws-appmesh-envoy"),
+        "envoy image: {}",
+        proxy["image"]
+    );
+    let arn = proxy["environment"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|e| e["name"] == "APPMESH_RESOURCE_ARN")
+        .and_then(|e| e["value"].as_str())
+        .expect("APPMESH_RESOURCE_ARN on the envoy container");
+    assert!(arn.starts_with("mesh/colorapp/virtualNode/"), "{arn}");
+
+    let moto = MotoServer::start().expect("start moto");
+    let trips = ecs::register_and_describe(&moto, &[&out]).expect("register in moto");
+    assert_meshed_and_survived(&files[0].0, &sent, &trips[0]);
+}
+
+#[test]
+fn proxy_init_redirect_variant_is_valid_and_registers() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // EC2 + awsvpc: the only place NET_ADMIN (and so proxy-init) is allowed.
+    let fixture = fixtures::ecs_taskdef("tomcat__tomcat_ec2.json");
+    let out = inject_ok(&fixture, &["--redirect", "proxy-init"], dir.path(), "init");
+    let name = format!("{} --redirect proxy-init", fixture.name());
+    assert_valid_requests(&[(name.clone(), out.clone())]);
+
+    let sent = read_json(&out);
+    let moto = MotoServer::start().expect("start moto");
+    let trips = ecs::register_and_describe(&moto, &[&out]).expect("register in moto");
+    let stored = trips[0]
+        .task_definition
+        .as_ref()
+        .unwrap_or_else(|| panic!("{name}: moto refused it: {:?}", trips[0].error));
+    let mut diffs = Vec::new();
+    missing_from(&sent, stored, "", &mut diffs);
+    assert!(
+        diffs.is_empty(),
+        "{name}: lost in ECS round trip:\n{}",
+        diffs.join("\n")
+    );
+
+    for td in [&sent, stored] {
+        assert!(
+            td.get("proxyConfiguration").is_none(),
+            "{name}: no proxyConfiguration"
+        );
+        let added = injected(td);
+        assert_eq!(
+            added.len(),
+            2,
+            "{name}: the proxy and proxy-init containers"
+        );
+        let init = added
+            .iter()
+            .find(|c| {
+                c["linuxParameters"]["capabilities"]["add"]
+                    .as_array()
+                    .is_some_and(|caps| caps.iter().any(|cap| cap == "NET_ADMIN"))
+            })
+            .unwrap_or_else(|| panic!("{name}: no injected container adds NET_ADMIN"));
+        assert_eq!(
+            init["essential"], false,
+            "{name}: proxy-init is not essential"
+        );
+        let command = init["command"].to_string();
+        assert!(
+            command.contains("proxy-init"),
+            "{name}: proxy-init command {command}"
+        );
+        let proxy = added
+            .iter()
+            .find(|c| c["name"] != init["name"])
+            .expect("the proxy container");
+        for app in containers(td)
+            .iter()
+            .filter(|c| c["dockerLabels"].get(INJECTED_LABEL).is_none())
+        {
+            let deps = app["dependsOn"].as_array().cloned().unwrap_or_default();
+            let waits_for = |container: &Value, condition: &str| {
+                deps.iter()
+                    .any(|d| d["containerName"] == *container && d["condition"] == condition)
+            };
+            assert!(
+                waits_for(&init["name"], "SUCCESS"),
+                "{name}: {} waits for proxy-init",
+                app["name"]
+            );
+            assert!(
+                waits_for(&proxy["name"], "HEALTHY"),
+                "{name}: {} waits for the proxy",
+                app["name"]
+            );
+        }
+    }
+}
+
+#[test]
+fn cfn_fixtures_inject_without_new_cfn_lint_errors() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut pairs = Vec::new();
+    let mut refused = BTreeSet::new();
+    for (index, fixture) in fixtures::ecs_taskdefs()
+        .iter()
+        .filter(|f| f.kind.is_cfn())
+        .enumerate()
+    {
+        if is_refused(fixture) {
+            assert_refused(fixture);
+            refused.insert(fixture.name());
+            continue;
+        }
+        let out = inject_ok(fixture, &[], dir.path(), &format!("cfn-{index}"));
+        let rendered = std::fs::read_to_string(&out).expect("read output");
+        assert!(
+            rendered.contains(INJECTED_LABEL),
+            "{}: no injected container in the output",
+            fixture.name()
+        );
+        pairs.push((fixture.clone(), out));
+    }
+    assert_eq!(refused.len(), 2, "refused CFN fixtures: {refused:?}");
+    assert_eq!(pairs.len(), 10, "accepted CFN fixtures");
+
+    let mut files: Vec<PathBuf> = Vec::new();
+    for (fixture, out) in &pairs {
+        files.push(fixture.path.clone());
+        files.push(out.clone());
+    }
+    let findings = cfnlint::lint_files(&files).expect("run cfn-lint");
+    let of = |file: &Path| -> Vec<cfnlint::Finding> {
+        findings
+            .iter()
+            .filter(|f| f.file == file)
+            .cloned()
+            .collect()
+    };
+    let mut problems = Vec::new();
+    for (fixture, out) in &pairs {
+        let before = of(&fixture.path);
+        let after = of(out);
+        for error in cfnlint::new_errors(&before, &after) {
+            problems.push(format!("{}: {error}", fixture.name()));
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "inject added cfn-lint errors:\n{}",
+        problems.join("\n")
+    );
+}
