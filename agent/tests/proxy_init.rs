@@ -373,9 +373,14 @@ fn listen(ns: &Netns, addr: SocketAddr) -> TcpListener {
 
 /// A client in `ns`, as `uid`, that connects to `target` and sends `tag` (bash's /dev/tcp).
 fn send_as(ns: &Netns, uid: u32, target: SocketAddr, tag: &str) {
+    send_as_ids(ns, uid, uid, target, tag);
+}
+
+/// Like [`send_as`], with a gid of its own.
+fn send_as_ids(ns: &Netns, uid: u32, gid: u32, target: SocketAddr, tag: &str) {
     let script = "exec 3<>\"/dev/tcp/$0/$1\" && printf %s \"$2\" >&3";
     let mut child = ns
-        .command_as(uid, uid, "bash")
+        .command_as(uid, gid, "bash")
         .args(["-c", script])
         .arg(target.ip().to_string())
         .arg(target.port().to_string())
@@ -649,4 +654,75 @@ fn the_legacy_iptables_backend_gets_the_same_rules() {
     for save in ["iptables-legacy-save", "ip6tables-legacy-save"] {
         assert_eq!(chains(&nat_table(&ns, save)), builtin_only(), "{save}");
     }
+}
+
+#[test]
+fn an_ignored_gid_alone_bypasses_the_redirect() {
+    let lan = Lan::create(PREFIX).expect("create LAN");
+    let app = lan.join(PREFIX).expect("join app task");
+    let service = lan.join(PREFIX).expect("join service task");
+    let env = [
+        ("TASKMESH_IGNORED_GID", "1338".to_owned()),
+        ("TASKMESH_PROXY_EGRESS_PORT", EGRESS_PORT.to_string()),
+        ("TASKMESH_ENABLE_IPV6", "false".to_owned()),
+    ];
+    assert_ok(
+        &proxy_init(&app, &[], &env),
+        "egress-only proxy-init with a gid",
+    );
+    let table = nat_table(&app, "iptables-save");
+    assert_eq!(
+        chains(&table).get("APPMESH_EGRESS").map(Vec::as_slice),
+        Some(
+            &[
+                "-m owner --gid-owner 1338 -j RETURN".to_owned(),
+                "-d 169.254.170.2/32 -p tcp -j RETURN".to_owned(),
+                "-d 169.254.169.254/32 -p tcp -j RETURN".to_owned(),
+                "-p tcp -j REDIRECT --to-ports 15001".to_owned(),
+            ][..]
+        ),
+        "{table}"
+    );
+    assert!(!table.contains("APPMESH_INGRESS"), "{table}");
+
+    let egress = listen(
+        &app,
+        SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), EGRESS_PORT),
+    );
+    let target = SocketAddr::new(IpAddr::V4(service.ipv4().expect("v4")), SERVICE_PORT);
+    let direct = listen(&service, target);
+    send_as_ids(&app, APP_UID, 1338, target, "gid");
+    assert_eq!(accept_tag(&direct, "the service (ignored gid)").0, "gid");
+    send_as_ids(&app, APP_UID, APP_UID, target, "app");
+    assert_eq!(accept_tag(&egress, "the egress port").0, "app");
+    assert_nothing_pending(&egress, "the egress port");
+    assert_nothing_pending(&direct, "the service");
+}
+
+#[test]
+fn ports_beyond_fifteen_are_dropped_with_a_warning() {
+    let ports: Vec<String> = (9001..=9017).map(|p| p.to_string()).collect();
+    let mut env = task_env("");
+    env.retain(|(k, _)| *k != "TASKMESH_APP_PORTS");
+    env.push(("TASKMESH_APP_PORTS", ports.join(",")));
+    let output = Command::new(AGENT)
+        .args(["proxy-init", "--dry-run", "--enable-ipv6", "false"])
+        .env_clear()
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .output()
+        .expect("start taskmesh-agent");
+    assert_ok(&output, "proxy-init --dry-run");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let first_fifteen = ports[..15].join(",");
+    assert!(
+        stdout.contains(&format!(
+            "iptables -t nat -A APPMESH_INGRESS -p tcp -m multiport --dports {first_fifteen} -j REDIRECT --to-port 15000\n"
+        )),
+        "{stdout}"
+    );
+    assert!(!stdout.contains(",9016"), "{stdout}");
+    assert!(
+        stdout.contains("multiport limit 15 exceeded: app ports [9016, 9017] are ignored"),
+        "{stdout}"
+    );
 }
