@@ -12,7 +12,11 @@ use serde_json::json;
 use support::{DocBuilder, HttpClient, World, admin_get, http_backend};
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 struct Proc {
@@ -32,7 +36,10 @@ fn spawn_agent(world: &World, node: &str, drain_s: u64) -> Proc {
     let (ingress, egress, admin) = (free_port(), free_port(), free_port());
     let child = Command::new(env!("CARGO_BIN_EXE_taskmesh-agent"))
         .env_clear()
-        .env("APPMESH_RESOURCE_ARN", format!("arn:aws:appmesh:us-east-1:123456789012:mesh/m/virtualNode/{node}"))
+        .env(
+            "APPMESH_RESOURCE_ARN",
+            format!("arn:aws:appmesh:us-east-1:123456789012:mesh/m/virtualNode/{node}"),
+        )
         .env("TASKMESH_CONFIG", world.uri())
         .env("TASKMESH_INGRESS_PORT", ingress.to_string())
         .env("TASKMESH_EGRESS_PORT", egress.to_string())
@@ -45,7 +52,11 @@ fn spawn_agent(world: &World, node: &str, drain_s: u64) -> Proc {
         .stderr(Stdio::inherit())
         .spawn()
         .expect("spawn taskmesh-agent");
-    Proc { child, egress, admin }
+    Proc {
+        child,
+        egress,
+        admin,
+    }
 }
 
 fn health(admin: u16) -> i32 {
@@ -61,7 +72,11 @@ fn health(admin: u16) -> i32 {
 async fn wait_health(admin: u16, want: i32) {
     let deadline = Instant::now() + Duration::from_secs(15);
     while Instant::now() < deadline {
-        if tokio::task::spawn_blocking(move || health(admin)).await.unwrap() == want {
+        if tokio::task::spawn_blocking(move || health(admin))
+            .await
+            .unwrap()
+            == want
+        {
             return;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -89,7 +104,10 @@ async fn sigterm_drains_in_flight_requests_and_exits_zero() {
     let mut inflight = Vec::new();
     for _ in 0..20 {
         inflight.push(tokio::spawn(async move {
-            HttpClient::new().get(eg, "svc.local", "/slow/1500").await.status
+            HttpClient::new()
+                .get(eg, "svc.local", "/slow/1500")
+                .await
+                .status
         }));
     }
     tokio::time::sleep(Duration::from_millis(400)).await;
@@ -98,14 +116,23 @@ async fn sigterm_drains_in_flight_requests_and_exits_zero() {
     let rc = unsafe { libc::kill(p.child.id() as i32, libc::SIGTERM) };
     assert_eq!(rc, 0);
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let info = admin_get(format!("127.0.0.1:{}", p.admin).parse().unwrap(), "/server_info").await.1;
+    let info = admin_get(
+        format!("127.0.0.1:{}", p.admin).parse().unwrap(),
+        "/server_info",
+    )
+    .await
+    .1;
     assert!(info.contains("\"DRAINING\""), "{info}");
     assert!(
         tokio::net::TcpStream::connect(eg).await.is_err(),
         "the egress listener stops accepting once draining"
     );
     for t in inflight {
-        assert_eq!(t.await.unwrap(), StatusCode::OK, "an in-flight request was dropped");
+        assert_eq!(
+            t.await.unwrap(),
+            StatusCode::OK,
+            "an in-flight request was dropped"
+        );
     }
     let status = tokio::task::spawn_blocking(move || {
         let s = p.child.wait().unwrap();
@@ -115,7 +142,10 @@ async fn sigterm_drains_in_flight_requests_and_exits_zero() {
     .unwrap()
     .0;
     assert!(status.success(), "exit status {status:?}");
-    assert!(t0.elapsed() < Duration::from_secs(8), "exited once drained, not after the full wait");
+    assert!(
+        t0.elapsed() < Duration::from_secs(8),
+        "exited once drained, not after the full wait"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -141,7 +171,12 @@ async fn health_subcommand_follows_state_and_logs_are_json() {
     let out = tokio::task::spawn_blocking(move || {
         let mut out = String::new();
         use std::io::Read;
-        p.child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+        p.child
+            .stdout
+            .take()
+            .unwrap()
+            .read_to_string(&mut out)
+            .unwrap();
         let _ = p.child.wait();
         out
     })
@@ -150,7 +185,8 @@ async fn health_subcommand_follows_state_and_logs_are_json() {
     let lines: Vec<&str> = out.lines().filter(|l| !l.is_empty()).collect();
     assert!(!lines.is_empty());
     for l in lines {
-        let v: serde_json::Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l}: {e}"));
+        let v: serde_json::Value =
+            serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l}: {e}"));
         assert!(v.get("level").is_some() || v.get("code").is_some(), "{l}");
     }
     // No agent at all: health fails.

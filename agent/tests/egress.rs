@@ -11,7 +11,10 @@ use serde_json::json;
 use support::{DocBuilder, HttpClient, World, http_backend};
 
 fn req(method: Method, host: &str, path: &str, headers: &[(&str, &str)]) -> Request<Full<Bytes>> {
-    let mut b = Request::builder().method(method).uri(path).header("host", host);
+    let mut b = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", host);
     for (k, v) in headers {
         b = b.header(*k, *v);
     }
@@ -56,18 +59,54 @@ async fn every_match_kind_and_priority_end_to_end() {
     let c = HttpClient::new();
     let eg = agent.egress_addr;
     let cases: Vec<(Request<Full<Bytes>>, &str)> = vec![
-        (req(Method::GET, "svc.local", "/hx", &[("x-color", "blue")]), "blue"),
-        (req(Method::GET, "svc.local", "/hx", &[("x-color", "red")]), "gray"),
-        (req(Method::GET, "svc.local", "/hp", &[("x-user", "beta-joe")]), "green"),
-        (req(Method::GET, "svc.local", "/hp", &[("x-user", "joe")]), "gray"),
-        (req(Method::GET, "svc.local", "/hs", &[("x-user", "joe-admin")]), "red"),
-        (req(Method::GET, "svc.local", "/hs", &[("x-user", "joe")]), "gray"),
-        (req(Method::GET, "svc.local", "/hr", &[("x-ver", "v42")]), "blue"),
-        (req(Method::GET, "svc.local", "/hr", &[("x-ver", "v4x")]), "gray"),
-        (req(Method::GET, "svc.local", "/hn", &[("x-n", "15")]), "green"),
-        (req(Method::GET, "svc.local", "/hn", &[("x-n", "25")]), "gray"),
-        (req(Method::GET, "svc.local", "/hi", &[("x-team", "web")]), "red"),
-        (req(Method::GET, "svc.local", "/hi", &[("x-team", "core")]), "gray"),
+        (
+            req(Method::GET, "svc.local", "/hx", &[("x-color", "blue")]),
+            "blue",
+        ),
+        (
+            req(Method::GET, "svc.local", "/hx", &[("x-color", "red")]),
+            "gray",
+        ),
+        (
+            req(Method::GET, "svc.local", "/hp", &[("x-user", "beta-joe")]),
+            "green",
+        ),
+        (
+            req(Method::GET, "svc.local", "/hp", &[("x-user", "joe")]),
+            "gray",
+        ),
+        (
+            req(Method::GET, "svc.local", "/hs", &[("x-user", "joe-admin")]),
+            "red",
+        ),
+        (
+            req(Method::GET, "svc.local", "/hs", &[("x-user", "joe")]),
+            "gray",
+        ),
+        (
+            req(Method::GET, "svc.local", "/hr", &[("x-ver", "v42")]),
+            "blue",
+        ),
+        (
+            req(Method::GET, "svc.local", "/hr", &[("x-ver", "v4x")]),
+            "gray",
+        ),
+        (
+            req(Method::GET, "svc.local", "/hn", &[("x-n", "15")]),
+            "green",
+        ),
+        (
+            req(Method::GET, "svc.local", "/hn", &[("x-n", "25")]),
+            "gray",
+        ),
+        (
+            req(Method::GET, "svc.local", "/hi", &[("x-team", "web")]),
+            "red",
+        ),
+        (
+            req(Method::GET, "svc.local", "/hi", &[("x-team", "core")]),
+            "gray",
+        ),
         (req(Method::GET, "svc.local", "/exact", &[]), "blue"),
         (req(Method::GET, "svc.local", "/exact/more", &[]), "gray"),
         (req(Method::GET, "svc.local", "/re/123", &[]), "green"),
@@ -82,15 +121,25 @@ async fn every_match_kind_and_priority_end_to_end() {
         (req(Method::GET, "direct.local", "/anything", &[]), "direct"),
     ];
     for (request, want) in cases {
-        let desc = format!("{} {} {:?}", request.method(), request.uri(), request.headers());
-        let r = c.send(eg, request).await.unwrap_or_else(|e| panic!("{desc}: {e}"));
+        let desc = format!(
+            "{} {} {:?}",
+            request.method(),
+            request.uri(),
+            request.headers()
+        );
+        let r = c
+            .send(eg, request)
+            .await
+            .unwrap_or_else(|e| panic!("{desc}: {e}"));
         assert_eq!(r.status, StatusCode::OK, "{desc}: {}", r.body);
         assert_eq!(r.header("x-backend"), want, "{desc}");
     }
     // Unknown destination under DROP_ALL: 404; a known service with no matching route: 404.
     let r = c.get(eg, "unknown.example", "/").await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
-    let prom = support::admin_get(agent.admin_addr, "/stats/prometheus").await.1;
+    let prom = support::admin_get(agent.admin_addr, "/stats/prometheus")
+        .await
+        .1;
     assert!(
         prom.contains("taskmesh_requests_total{direction=\"egress\",virtual_service=\"svc.local\",route=\"hdr-exact\",target_node=\"blue\"} 1"),
         "{prom}"
@@ -106,13 +155,25 @@ async fn no_matching_route_is_404() {
         .node("front", app.addr.port(), "http", &["svc.local"])
         .node("blue", blue.addr.port(), "http", &[])
         .routed_service("svc.local", "r", 9080, "http")
-        .http_route("r", "only-api", None, json!({"prefix": "/api"}), &[("blue", 1)])
+        .http_route(
+            "r",
+            "only-api",
+            None,
+            json!({"prefix": "/api"}),
+            &[("blue", 1)],
+        )
         .json();
     let world = World::new(&doc);
     let agent = world.start("front").await;
     let c = HttpClient::new();
-    assert_eq!(c.get(agent.egress_addr, "svc.local", "/api/x").await.status, StatusCode::OK);
-    assert_eq!(c.get(agent.egress_addr, "svc.local", "/other").await.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        c.get(agent.egress_addr, "svc.local", "/api/x").await.status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        c.get(agent.egress_addr, "svc.local", "/other").await.status,
+        StatusCode::NOT_FOUND
+    );
     agent.shutdown().await;
 }
 
@@ -128,7 +189,13 @@ async fn weighted_split_within_two_percent_over_ten_thousand_requests() {
         .node("b", b.addr.port(), "http", &[])
         .node("zero", z.addr.port(), "http", &[])
         .routed_service("split.local", "r", 9080, "http")
-        .http_route("r", "canary", None, json!({"prefix": "/"}), &[("a", 3), ("b", 1), ("zero", 0)])
+        .http_route(
+            "r",
+            "canary",
+            None,
+            json!({"prefix": "/"}),
+            &[("a", 3), ("b", 1), ("zero", 0)],
+        )
         .json();
     let world = World::new(&doc);
     let agent = world.start("front").await;
@@ -156,7 +223,10 @@ async fn weighted_split_within_two_percent_over_ten_thousand_requests() {
     assert_eq!(ha + hb, n);
     assert_eq!(hz, 0, "weight 0 must never be picked");
     let share = ha as f64 / n as f64;
-    assert!((share - 0.75).abs() <= 0.02, "a got {share:.4} of traffic, want 0.75 ± 0.02");
+    assert!(
+        (share - 0.75).abs() <= 0.02,
+        "a got {share:.4} of traffic, want 0.75 ± 0.02"
+    );
     agent.shutdown().await;
 }
 
@@ -175,17 +245,30 @@ async fn allow_all_passes_unknown_hosts_through_and_headers_are_rewritten() {
         Method::GET,
         &host,
         "/x",
-        &[("connection", "x-secret"), ("x-secret", "s"), ("x-request-id", "abc-123"), ("te", "trailers")],
+        &[
+            ("connection", "x-secret"),
+            ("x-secret", "s"),
+            ("x-request-id", "abc-123"),
+            ("te", "trailers"),
+        ],
     );
     let r = c.send(agent.egress_addr, request).await.unwrap();
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.header("x-backend"), "outside");
     assert_eq!(r.header("x-h-x-request-id"), "abc-123", "request id kept");
-    assert_eq!(r.header("x-h-x-secret"), "", "Connection-named field removed");
+    assert_eq!(
+        r.header("x-h-x-secret"),
+        "",
+        "Connection-named field removed"
+    );
     assert_eq!(r.header("x-h-te"), "", "TE removed");
     assert_eq!(r.header("x-h-x-forwarded-for"), "127.0.0.1");
     assert_eq!(r.header("x-h-host"), host, "Host kept");
-    assert_eq!(r.header("x-drop-me"), "", "response Connection-named field removed");
+    assert_eq!(
+        r.header("x-drop-me"),
+        "",
+        "response Connection-named field removed"
+    );
     assert_eq!(r.header("keep-alive"), "", "response Keep-Alive removed");
     // A request without an id gets a generated one.
     let r = c.get(agent.egress_addr, &host, "/y").await;
@@ -207,12 +290,18 @@ async fn upstream_connections_are_reused() {
     let agent = world.start("front").await;
     let c = HttpClient::new();
     for _ in 0..50 {
-        assert_eq!(c.get(agent.egress_addr, "svc.local", "/").await.status, StatusCode::OK);
+        assert_eq!(
+            c.get(agent.egress_addr, "svc.local", "/").await.status,
+            StatusCode::OK
+        );
     }
     // Sequential requests over one downstream connection reuse one upstream connection:
     // the backend counts accepted connections through its peers' ports.
     let open = count_established_to(blue.addr.port());
-    assert!(open <= 2, "expected pooled upstream connections, found {open}");
+    assert!(
+        open <= 2,
+        "expected pooled upstream connections, found {open}"
+    );
     agent.shutdown().await;
 }
 
@@ -220,11 +309,16 @@ async fn upstream_connections_are_reused() {
 fn count_established_to(port: u16) -> usize {
     let mut n = 0;
     for f in ["/proc/net/tcp", "/proc/net/tcp6"] {
-        let Ok(text) = std::fs::read_to_string(f) else { continue };
+        let Ok(text) = std::fs::read_to_string(f) else {
+            continue;
+        };
         for line in text.lines().skip(1) {
             let cols: Vec<&str> = line.split_whitespace().collect();
             if cols.len() > 3 && cols[3] == "01" {
-                let local_port = cols[1].rsplit(':').next().and_then(|p| u16::from_str_radix(p, 16).ok());
+                let local_port = cols[1]
+                    .rsplit(':')
+                    .next()
+                    .and_then(|p| u16::from_str_radix(p, 16).ok());
                 if local_port == Some(port) {
                     n += 1;
                 }

@@ -6,13 +6,17 @@ use std::time::Duration;
 
 use http::{Method, StatusCode};
 use serde_json::json;
-use support::{DocBuilder, HttpClient, World, admin_call, admin_get, http_backend, tcp_echo_backend};
+use support::{
+    DocBuilder, HttpClient, World, admin_call, admin_get, http_backend, tcp_echo_backend,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ingress_http_goes_to_the_app_port() {
     let app = http_backend("app").await;
-    let doc = DocBuilder::new("DROP_ALL").node("front", app.addr.port(), "http", &[]).json();
+    let doc = DocBuilder::new("DROP_ALL")
+        .node("front", app.addr.port(), "http", &[])
+        .json();
     let world = World::new(&doc);
     let agent = world.start("front").await;
     let c = HttpClient::new();
@@ -32,13 +36,20 @@ async fn ingress_http_goes_to_the_app_port() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ingress_tcp_listener_splices_bytes() {
     let echo = tcp_echo_backend("hello ").await;
-    let doc = DocBuilder::new("DROP_ALL").node("db", echo.port(), "tcp", &[]).json();
+    let doc = DocBuilder::new("DROP_ALL")
+        .node("db", echo.port(), "tcp", &[])
+        .json();
     let world = World::new(&doc);
     let agent = world.start("db").await;
-    let mut s = tokio::net::TcpStream::connect(agent.ingress_addr).await.unwrap();
+    let mut s = tokio::net::TcpStream::connect(agent.ingress_addr)
+        .await
+        .unwrap();
     s.write_all(b"ping").await.unwrap();
     let mut buf = vec![0u8; 10];
-    tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut buf)).await.unwrap().unwrap();
+    tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(&buf, b"hello ping");
     agent.shutdown().await;
 }
@@ -63,20 +74,34 @@ async fn admin_endpoints() {
     assert_eq!(info["state"], "LIVE");
     assert_eq!(info["version"], env!("CARGO_PKG_VERSION"));
     assert_eq!(info["node"]["virtualNode"], "front");
-    assert!(info["config"]["version"].as_str().is_some_and(|v| !v.is_empty()));
-    assert!(info["config"]["source"].as_str().unwrap().starts_with("file://"));
+    assert!(
+        info["config"]["version"]
+            .as_str()
+            .is_some_and(|v| !v.is_empty())
+    );
+    assert!(
+        info["config"]["source"]
+            .as_str()
+            .unwrap()
+            .starts_with("file://")
+    );
     assert!(info["uptime_seconds"].is_u64());
     // The stock App Mesh health check greps for "state" and LIVE on one line.
-    assert!(body.lines().any(|l| l.contains("state") && l.contains("LIVE")));
+    assert!(
+        body.lines()
+            .any(|l| l.contains("state") && l.contains("LIVE"))
+    );
 
     let (s, body) = admin_get(a, "/ready").await;
     assert_eq!((s, body.trim()), (StatusCode::OK, "LIVE"));
 
-    let dump: serde_json::Value = serde_json::from_str(&admin_get(a, "/config_dump").await.1).unwrap();
+    let dump: serde_json::Value =
+        serde_json::from_str(&admin_get(a, "/config_dump").await.1).unwrap();
     assert_eq!(dump["document"]["meshName"], "m");
     assert_eq!(dump["node"]["virtualNode"], "front");
 
-    let clusters: serde_json::Value = serde_json::from_str(&admin_get(a, "/clusters").await.1).unwrap();
+    let clusters: serde_json::Value =
+        serde_json::from_str(&admin_get(a, "/clusters").await.1).unwrap();
     let names: Vec<&str> = clusters["clusters"]
         .as_array()
         .unwrap()
@@ -86,7 +111,10 @@ async fn admin_endpoints() {
     assert_eq!(names, vec!["blue"]);
 
     let c = HttpClient::new();
-    assert_eq!(c.get(agent.egress_addr, "svc.local", "/").await.status, StatusCode::OK);
+    assert_eq!(
+        c.get(agent.egress_addr, "svc.local", "/").await.status,
+        StatusCode::OK
+    );
     let prom = admin_get(a, "/stats/prometheus").await.1;
     for needle in [
         "taskmesh_server_state 0",
@@ -97,20 +125,42 @@ async fn admin_endpoints() {
     ] {
         assert!(prom.contains(needle), "missing {needle} in\n{prom}");
     }
-    assert!(admin_get(a, "/stats?format=prometheus").await.1.contains("taskmesh_server_state"));
+    assert!(
+        admin_get(a, "/stats?format=prometheus")
+            .await
+            .1
+            .contains("taskmesh_server_state")
+    );
     assert_eq!(admin_get(a, "/nope").await.0, StatusCode::NOT_FOUND);
-    assert_eq!(admin_call(a, Method::GET, "/drain_listeners").await.0, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(
+        admin_call(a, Method::GET, "/drain_listeners").await.0,
+        StatusCode::METHOD_NOT_ALLOWED
+    );
 
     // POST /drain_listeners: DRAINING, not ready, listeners closed, admin still up.
-    assert_eq!(admin_call(a, Method::POST, "/drain_listeners").await.0, StatusCode::OK);
-    assert_eq!(admin_get(a, "/ready").await.0, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        admin_call(a, Method::POST, "/drain_listeners").await.0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        admin_get(a, "/ready").await.0,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
     support::eventually("egress stops accepting", || async {
-        tokio::net::TcpStream::connect(agent.egress_addr).await.is_err()
+        tokio::net::TcpStream::connect(agent.egress_addr)
+            .await
+            .is_err()
     })
     .await;
-    let info: serde_json::Value = serde_json::from_str(&admin_get(a, "/server_info").await.1).unwrap();
+    let info: serde_json::Value =
+        serde_json::from_str(&admin_get(a, "/server_info").await.1).unwrap();
     assert_eq!(info["state"], "DRAINING");
-    assert!(info["not_live_reason"].as_str().unwrap().contains("drain_listeners"));
+    assert!(
+        info["not_live_reason"]
+            .as_str()
+            .unwrap()
+            .contains("drain_listeners")
+    );
     agent.shutdown().await;
 }
 
@@ -118,7 +168,11 @@ async fn admin_endpoints() {
 async fn upstream_connect_failure_is_503_and_counted() {
     let app = http_backend("app").await;
     // A port with nothing listening.
-    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let doc = DocBuilder::new("DROP_ALL")
         .node("front", app.addr.port(), "http", &["svc.local"])
         .node("dead", dead, "http", &[])
@@ -127,7 +181,9 @@ async fn upstream_connect_failure_is_503_and_counted() {
         .json();
     let world = World::new(&doc);
     let agent = world.start("front").await;
-    let r = HttpClient::new().get(agent.egress_addr, "svc.local", "/").await;
+    let r = HttpClient::new()
+        .get(agent.egress_addr, "svc.local", "/")
+        .await;
     assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
     let prom = admin_get(agent.admin_addr, "/stats/prometheus").await.1;
     assert!(prom.contains("taskmesh_upstream_connect_failures_total{direction=\"egress\",virtual_service=\"svc.local\",route=\"all\",target_node=\"dead\"} 1"), "{prom}");

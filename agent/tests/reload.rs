@@ -24,7 +24,9 @@ fn doc_to(app_port: u16, target: &str, port: u16) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn initializing_until_a_good_document_then_live() {
-    let world = World::new("meshName: m\nvirtualNodes: [{virtualNodeName: other, spec: {}}]\nthis is: [not valid");
+    let world = World::new(
+        "meshName: m\nvirtualNodes: [{virtualNodeName: other, spec: {}}]\nthis is: [not valid",
+    );
     let agent = Agent::start(world.settings("front")).await.unwrap();
     eventually("a rejection is recorded", || async {
         agent.shared().metrics.rejected_count() >= 1
@@ -38,7 +40,10 @@ async fn initializing_until_a_good_document_then_live() {
         serde_json::from_str(&admin_get(agent.admin_addr, "/server_info").await.1).unwrap();
     assert_eq!(info["state"], "INITIALIZING");
     let reason = info["not_live_reason"].as_str().unwrap();
-    assert!(reason.contains("mesh.yaml"), "reason names the source: {reason}");
+    assert!(
+        reason.contains("mesh.yaml"),
+        "reason names the source: {reason}"
+    );
     // Egress answers 503 while there is no table.
     let c = HttpClient::new();
     assert_eq!(
@@ -48,10 +53,21 @@ async fn initializing_until_a_good_document_then_live() {
     // A good document arrives: LIVE.
     let app = http_backend("app").await;
     let blue = http_backend("blue").await;
-    write_atomic(&world.doc, &doc_to(app.addr.port(), "blue", blue.addr.port()));
+    write_atomic(
+        &world.doc,
+        &doc_to(app.addr.port(), "blue", blue.addr.port()),
+    );
     assert!(agent.wait_live(Duration::from_secs(10)).await);
-    assert_eq!(admin_get(agent.admin_addr, "/ready").await.0, StatusCode::OK);
-    assert_eq!(c.get(agent.egress_addr, "svc.local", "/").await.header("x-backend"), "blue");
+    assert_eq!(
+        admin_get(agent.admin_addr, "/ready").await.0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        c.get(agent.egress_addr, "svc.local", "/")
+            .await
+            .header("x-backend"),
+        "blue"
+    );
     agent.shutdown().await;
 }
 
@@ -94,7 +110,10 @@ async fn hot_reload_under_load_fails_no_request() {
     stop.store(true, Ordering::Relaxed);
     for t in load {
         let failures = t.await.unwrap();
-        assert!(failures.is_empty(), "failed requests during reload: {failures:?}");
+        assert!(
+            failures.is_empty(),
+            "failed requests during reload: {failures:?}"
+        );
     }
     assert!(ok.load(Ordering::Relaxed) > 100);
     assert!(agent.shared().metrics.ok_count() >= 5, "reloads happened");
@@ -109,7 +128,12 @@ async fn bad_document_is_rejected_last_good_kept_and_counted() {
     let world = World::new(&doc_to(app.addr.port(), "blue", blue.addr.port()));
     let agent = world.start("front").await;
     let c = HttpClient::new();
-    assert_eq!(c.get(agent.egress_addr, "svc.local", "/").await.header("x-backend"), "blue");
+    assert_eq!(
+        c.get(agent.egress_addr, "svc.local", "/")
+            .await
+            .header("x-backend"),
+        "blue"
+    );
     // A route to a node that does not exist: invalid as a whole.
     let bad = DocBuilder::new("DROP_ALL")
         .node("front", app.addr.port(), "http", &["svc.local"])
@@ -122,9 +146,17 @@ async fn bad_document_is_rejected_last_good_kept_and_counted() {
     })
     .await;
     assert_eq!(agent.state(), State::Live);
-    assert_eq!(c.get(agent.egress_addr, "svc.local", "/").await.header("x-backend"), "blue");
+    assert_eq!(
+        c.get(agent.egress_addr, "svc.local", "/")
+            .await
+            .header("x-backend"),
+        "blue"
+    );
     let prom = admin_get(agent.admin_addr, "/stats/prometheus").await.1;
-    assert!(prom.contains("taskmesh_config_reloads_total{result=\"rejected\"} 1"), "{prom}");
+    assert!(
+        prom.contains("taskmesh_config_reloads_total{result=\"rejected\"} 1"),
+        "{prom}"
+    );
     let info: serde_json::Value =
         serde_json::from_str(&admin_get(agent.admin_addr, "/server_info").await.1).unwrap();
     let last = info["config"]["last_error"].as_str().unwrap();
@@ -138,19 +170,35 @@ async fn restart_with_source_down_comes_up_live_from_cache() {
     let blue = http_backend("blue").await;
     let world = World::new(&doc_to(app.addr.port(), "blue", blue.addr.port()));
     let agent = world.start("front").await;
-    assert!(world.cache.exists(), "cache written after the first good document");
+    assert!(
+        world.cache.exists(),
+        "cache written after the first good document"
+    );
     agent.shutdown().await;
     // The source disappears; a new agent starts from the cache alone.
     std::fs::remove_file(&world.doc).unwrap();
     let agent = Agent::start(world.settings("front")).await.unwrap();
     assert_eq!(agent.state(), State::Live, "LIVE straight from the cache");
     let c = HttpClient::new();
-    assert_eq!(c.get(agent.egress_addr, "svc.local", "/").await.header("x-backend"), "blue");
+    assert_eq!(
+        c.get(agent.egress_addr, "svc.local", "/")
+            .await
+            .header("x-backend"),
+        "blue"
+    );
     let info: serde_json::Value =
         serde_json::from_str(&admin_get(agent.admin_addr, "/server_info").await.1).unwrap();
-    assert!(info["config"]["source"].as_str().unwrap().starts_with("cache:"));
+    assert!(
+        info["config"]["source"]
+            .as_str()
+            .unwrap()
+            .starts_with("cache:")
+    );
     eventually("the source failure is reported", || async {
-        admin_get(agent.admin_addr, "/server_info").await.1.contains("mesh.yaml")
+        admin_get(agent.admin_addr, "/server_info")
+            .await
+            .1
+            .contains("mesh.yaml")
     })
     .await;
     assert_eq!(agent.state(), State::Live);

@@ -44,22 +44,26 @@ impl Direction {
 pub enum LimitKind {
     /// Over the connection cap (503).
     ConnectionOverflow,
-    /// Ambiguous framing (400).
-    Smuggling,
+    /// Request head over the size or header-count limit (431).
+    HeadTooLarge,
+    /// Malformed or ambiguous request (400), e.g. request-smuggling shapes.
+    Malformed,
     /// Request head too slow or connection idle too long.
     ClientTimeout,
 }
 
 impl LimitKind {
-    const ALL: [LimitKind; 3] = [
+    const ALL: [LimitKind; 4] = [
         LimitKind::ConnectionOverflow,
-        LimitKind::Smuggling,
+        LimitKind::HeadTooLarge,
+        LimitKind::Malformed,
         LimitKind::ClientTimeout,
     ];
     fn as_str(self) -> &'static str {
         match self {
             LimitKind::ConnectionOverflow => "connection_overflow",
-            LimitKind::Smuggling => "smuggling",
+            LimitKind::HeadTooLarge => "head_too_large",
+            LimitKind::Malformed => "malformed",
             LimitKind::ClientTimeout => "client_timeout",
         }
     }
@@ -135,7 +139,7 @@ pub struct Metrics {
     fetch_failures: AtomicU64,
     connections_active: [AtomicI64; 2],
     connections_total: [AtomicU64; 2],
-    limits: [AtomicU64; 3],
+    limits: [AtomicU64; 4],
     routes: Mutex<HashMap<LabelKey, Arc<RouteStats>>>,
 }
 

@@ -16,7 +16,7 @@ use hyper::server::conn::http1;
 use taskmesh_mesh::{EgressFilter, HttpRequestView, HttpRouting, RouteTable, TcpRouting};
 use tokio::net::TcpStream;
 
-use super::{ProxyBody, http_forward, limits, local_response, tcp};
+use super::{ProxyBody, http_forward, local_response, tcp};
 use crate::access_log::{self, Entry};
 use crate::agent::Shared;
 use crate::config::ActiveConfig;
@@ -123,16 +123,6 @@ async fn handle(conn: &Conn, mut req: Request<Incoming>) -> Response<ProxyBody> 
     let start = Instant::now();
     let started_at = SystemTime::now();
     let shared = &conn.shared;
-    if let Err(limits::Refusal::Smuggling(why)) = limits::check_framing(req.headers()) {
-        shared
-            .metrics
-            .limit_hit(crate::metrics::LimitKind::Smuggling);
-        tracing::info!(peer = %conn.peer, why, "refused ambiguous request framing");
-        let mut r = local_response(StatusCode::BAD_REQUEST, "ambiguous request framing\n");
-        r.headers_mut()
-            .insert(header::CONNECTION, http::HeaderValue::from_static("close"));
-        return r;
-    }
     let Some(cfg) = shared.config.load_full() else {
         return local_response(
             StatusCode::SERVICE_UNAVAILABLE,

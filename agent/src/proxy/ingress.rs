@@ -12,10 +12,10 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use tokio::net::TcpStream;
 
-use super::{ProxyBody, http_forward, limits, local_response, tcp};
+use super::{ProxyBody, http_forward, local_response, tcp};
 use crate::access_log::{self, Entry};
 use crate::agent::Shared;
-use crate::metrics::{Direction, LimitKind, RouteStats};
+use crate::metrics::{Direction, RouteStats};
 
 struct Conn {
     shared: Arc<Shared>,
@@ -94,16 +94,6 @@ async fn handle(conn: &Conn, mut req: Request<Incoming>) -> Response<ProxyBody> 
     let start = Instant::now();
     let started_at = SystemTime::now();
     let shared = &conn.shared;
-    if let Err(limits::Refusal::Smuggling(why)) = limits::check_framing(req.headers()) {
-        shared.metrics.limit_hit(LimitKind::Smuggling);
-        tracing::info!(peer = %conn.peer, why, "refused ambiguous request framing");
-        let mut r = local_response(StatusCode::BAD_REQUEST, "ambiguous request framing\n");
-        r.headers_mut().insert(
-            http::header::CONNECTION,
-            http::HeaderValue::from_static("close"),
-        );
-        return r;
-    }
     conn.stats.request();
     let method = req.method().clone();
     let path = req.uri().path_and_query().cloned();

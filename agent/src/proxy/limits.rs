@@ -1,12 +1,19 @@
 //! Protection against hostile or broken clients: request-head size and header-count limits
-//! (431, enforced by hyper's parser with our numbers), request-smuggling shapes (400), slow and
-//! idle client timeouts (hyper's header-read timer, which also runs while a keep-alive
-//! connection waits for its next request), and the per-listener connection cap (503).
+//! (431, enforced by hyper's parser with our numbers), slow and idle client timeouts (hyper's
+//! header-read timer, which also runs while a keep-alive connection waits for its next
+//! request), and the per-listener connection cap (503).
+//!
+//! Request smuggling is handled by hyper's HTTP/1 parser as RFC 9112 §6 requires, and the
+//! tests pin it: conflicting or invalid `Content-Length`, a `Transfer-Encoding` whose final
+//! coding is not `chunked`, and `Transfer-Encoding` on HTTP/1.0 are answered 400; a request with
+//! both `Transfer-Encoding: chunked` and `Content-Length` is framed by the chunked coding, its
+//! `Content-Length` removed before forwarding, and the connection closed after the response, so
+//! bytes smuggled behind it are never read as a request. Upstream framing is always re-generated
+//! (hop-by-hop fields are stripped in `http_forward.rs`).
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::{HeaderMap, header};
 use hyper::server::conn::http1;
 use hyper_util::rt::TokioTimer;
 use tokio::io::AsyncWriteExt;
@@ -31,50 +38,6 @@ pub fn http1_builder(settings: &Settings) -> http1::Builder {
         b.max_headers(settings.max_headers);
     }
     b
-}
-
-/// Why a request is refused before routing.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Refusal {
-    /// Ambiguous message framing (request smuggling shapes): 400 and close.
-    Smuggling(&'static str),
-}
-
-/// Checks framing: both `Content-Length` and `Transfer-Encoding`, several `Transfer-Encoding`
-/// codings other than a final `chunked`, or disagreeing `Content-Length` values are refused.
-/// (hyper already refuses malformed lengths and non-chunked final codings; this closes the rest.)
-pub fn check_framing(headers: &HeaderMap) -> Result<(), Refusal> {
-    let has_te = headers.contains_key(header::TRANSFER_ENCODING);
-    let mut cls = headers.get_all(header::CONTENT_LENGTH).iter();
-    let first_cl = cls.next();
-    if has_te && first_cl.is_some() {
-        return Err(Refusal::Smuggling(
-            "both Content-Length and Transfer-Encoding",
-        ));
-    }
-    if let Some(first) = first_cl
-        && cls.any(|v| v != first)
-    {
-        return Err(Refusal::Smuggling("conflicting Content-Length values"));
-    }
-    if has_te {
-        let mut te = headers.get_all(header::TRANSFER_ENCODING).iter();
-        let all_chunked_last = te
-            .next_back()
-            .and_then(|v| v.to_str().ok())
-            .map(|s| {
-                s.rsplit(',')
-                    .next()
-                    .is_some_and(|c| c.trim().eq_ignore_ascii_case("chunked"))
-            })
-            .unwrap_or(false);
-        if !all_chunked_last {
-            return Err(Refusal::Smuggling(
-                "Transfer-Encoding does not end in chunked",
-            ));
-        }
-    }
-    Ok(())
 }
 
 /// The connection cap of one listener.
@@ -113,29 +76,16 @@ pub async fn reject_overflow(mut stream: TcpStream) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use http::HeaderValue;
 
     #[test]
-    fn framing_shapes() {
-        let mut h = HeaderMap::new();
-        assert_eq!(check_framing(&h), Ok(()));
-        h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("5"));
-        assert_eq!(check_framing(&h), Ok(()));
-        h.append(header::CONTENT_LENGTH, HeaderValue::from_static("6"));
-        assert!(check_framing(&h).is_err());
-        let mut h = HeaderMap::new();
-        h.insert(
-            header::TRANSFER_ENCODING,
-            HeaderValue::from_static("chunked"),
-        );
-        assert_eq!(check_framing(&h), Ok(()));
-        h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("5"));
-        assert!(check_framing(&h).is_err());
-        let mut h = HeaderMap::new();
-        h.insert(
-            header::TRANSFER_ENCODING,
-            HeaderValue::from_static("chunked, gzip"),
-        );
-        assert!(check_framing(&h).is_err());
+    fn header_limits_configure_the_parser() {
+        let s = Settings::new("mesh/m/virtualNode/n", "file:///x");
+        let _ = http1_builder(&s);
+        let cap = ConnectionCap::new(1);
+        let first = cap.try_acquire();
+        assert!(first.is_some());
+        assert!(cap.try_acquire().is_none());
+        drop(first);
+        assert!(cap.try_acquire().is_some());
     }
 }

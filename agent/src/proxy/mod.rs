@@ -112,6 +112,10 @@ pub async fn serve_http<F, Fut>(
     if let Err(e) = res {
         if e.is_timeout() {
             shared.metrics.limit_hit(LimitKind::ClientTimeout);
+        } else if e.is_parse_too_large() {
+            shared.metrics.limit_hit(LimitKind::HeadTooLarge);
+        } else if e.is_parse() {
+            shared.metrics.limit_hit(LimitKind::Malformed);
         }
         tracing::debug!(error = %e, "downstream connection ended with an error");
     }

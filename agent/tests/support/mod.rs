@@ -81,11 +81,17 @@ async fn answer(name: &str, req: Request<Incoming>) -> Response<Full<Bytes>> {
         tokio::time::sleep(Duration::from_millis(ms.parse().unwrap_or(0))).await;
         StatusCode::OK
     } else if let Some(code) = path.strip_prefix("/status/") {
-        StatusCode::from_u16(code.parse().unwrap_or(500)).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+        StatusCode::from_u16(code.parse().unwrap_or(500))
+            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
     } else {
         StatusCode::OK
     };
-    let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let body = req
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
     let mut r = Response::new(Full::new(if body.is_empty() {
         Bytes::from(name.to_string())
     } else {
@@ -349,41 +355,69 @@ impl DocBuilder {
             .iter()
             .map(|b| serde_json::json!({"virtualService": {"virtualServiceName": b}}))
             .collect();
-        self.push("virtualNodes", serde_json::json!({"virtualNodeName": name, "spec": {
+        self.push(
+            "virtualNodes",
+            serde_json::json!({"virtualNodeName": name, "spec": {
             "listeners": [{"portMapping": {"port": port, "protocol": protocol}}],
             "serviceDiscovery": {"dns": {"hostname": "127.0.0.1"}},
-            "backends": backends}}));
+            "backends": backends}}),
+        );
         self
     }
 
     /// A virtual service provided by router `router` listening on `port`.
-    pub fn routed_service(mut self, service: &str, router: &str, port: u16, protocol: &str) -> Self {
-        self.push("virtualServices", serde_json::json!({"virtualServiceName": service,
-            "spec": {"provider": {"virtualRouter": {"virtualRouterName": router}}}}));
-        self.push("virtualRouters", serde_json::json!({"virtualRouterName": router,
-            "spec": {"listeners": [{"portMapping": {"port": port, "protocol": protocol}}]}}));
+    pub fn routed_service(
+        mut self,
+        service: &str,
+        router: &str,
+        port: u16,
+        protocol: &str,
+    ) -> Self {
+        self.push(
+            "virtualServices",
+            serde_json::json!({"virtualServiceName": service,
+            "spec": {"provider": {"virtualRouter": {"virtualRouterName": router}}}}),
+        );
+        self.push(
+            "virtualRouters",
+            serde_json::json!({"virtualRouterName": router,
+            "spec": {"listeners": [{"portMapping": {"port": port, "protocol": protocol}}]}}),
+        );
         self
     }
 
     /// A virtual service provided straight by a node.
     pub fn node_service(mut self, service: &str, node: &str) -> Self {
-        self.push("virtualServices", serde_json::json!({"virtualServiceName": service,
-            "spec": {"provider": {"virtualNode": {"virtualNodeName": node}}}}));
+        self.push(
+            "virtualServices",
+            serde_json::json!({"virtualServiceName": service,
+            "spec": {"provider": {"virtualNode": {"virtualNodeName": node}}}}),
+        );
         self
     }
 
     /// An httpRoute with `match` and weighted `targets`.
-    pub fn http_route(mut self, router: &str, name: &str, priority: Option<u32>,
-                      m: serde_json::Value, targets: &[(&str, u32)]) -> Self {
+    pub fn http_route(
+        mut self,
+        router: &str,
+        name: &str,
+        priority: Option<u32>,
+        m: serde_json::Value,
+        targets: &[(&str, u32)],
+    ) -> Self {
         let targets: Vec<_> = targets
             .iter()
             .map(|(n, w)| serde_json::json!({"virtualNode": n, "weight": w}))
             .collect();
-        let mut spec = serde_json::json!({"httpRoute": {"match": m, "action": {"weightedTargets": targets}}});
+        let mut spec =
+            serde_json::json!({"httpRoute": {"match": m, "action": {"weightedTargets": targets}}});
         if let Some(p) = priority {
             spec["priority"] = serde_json::json!(p);
         }
-        self.push("routes", serde_json::json!({"virtualRouterName": router, "routeName": name, "spec": spec}));
+        self.push(
+            "routes",
+            serde_json::json!({"virtualRouterName": router, "routeName": name, "spec": spec}),
+        );
         self
     }
 
@@ -393,8 +427,11 @@ impl DocBuilder {
             .iter()
             .map(|(n, w)| serde_json::json!({"virtualNode": n, "weight": w}))
             .collect();
-        self.push("routes", serde_json::json!({"virtualRouterName": router, "routeName": name,
-            "spec": {"tcpRoute": {"action": {"weightedTargets": targets}}}}));
+        self.push(
+            "routes",
+            serde_json::json!({"virtualRouterName": router, "routeName": name,
+            "spec": {"tcpRoute": {"action": {"weightedTargets": targets}}}}),
+        );
         self
     }
 
