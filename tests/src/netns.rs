@@ -13,6 +13,27 @@
 //! behind by a crashed run (their pid is gone) are swept the first time this process uses the
 //! same prefix. All of this needs root (CAP_SYS_ADMIN and CAP_NET_ADMIN); without it every call
 //! fails with a message saying so.
+//!
+//! ```no_run
+//! use std::net::IpAddr;
+//! use taskmesh_e2e::netns::Lan;
+//! use taskmesh_e2e::process::ChildProcess;
+//!
+//! let lan = Lan::create("tmx-demo")?;
+//! let gateway = lan.join("tmx-demo")?;
+//! let teller = lan.join("tmx-demo")?;
+//! if let Some(ip) = teller.ipv4() {
+//!     gateway.add_host(IpAddr::V4(ip), &["colorteller.colorapp.local"])?;
+//! }
+//! // The agent as uid 1337 inside the gateway task; the app would run as 1000.
+//! let mut agent = gateway.command_as(1337, 1337, "taskmesh-agent");
+//! agent.env("TASKMESH_CONFIG", "file:///tmp/mesh.yaml");
+//! let _agent = ChildProcess::spawn("gateway-agent", agent)?;
+//! // Sockets of the test itself, inside a task:
+//! let listener = teller.enter(|| std::net::TcpListener::bind("0.0.0.0:9080"))?;
+//! # drop(listener);
+//! # Ok::<(), taskmesh_e2e::HarnessError>(())
+//! ```
 
 use std::collections::HashSet;
 use std::ffi::OsStr;
