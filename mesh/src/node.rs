@@ -83,3 +83,57 @@ impl std::str::FromStr for NodeRef {
         NodeRef::parse(s)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_both_forms_and_drops_the_owner() {
+        let want = NodeRef {
+            mesh: "apps".into(),
+            node: "serviceb-v1".into(),
+        };
+        assert_eq!(
+            NodeRef::parse("mesh/apps/virtualNode/serviceb-v1").unwrap(),
+            want
+        );
+        assert_eq!(
+            NodeRef::parse(
+                "arn:aws:appmesh:us-west-2:111122223333:mesh/apps/virtualNode/serviceb-v1"
+            )
+            .unwrap(),
+            want
+        );
+        assert_eq!(
+            NodeRef::parse("mesh/apps@111122223333/virtualNode/serviceb-v1").unwrap(),
+            want
+        );
+        assert_eq!(
+            NodeRef::parse(
+                "arn:aws-cn:appmesh-preview:cn-north-1:1:mesh/apps@1/virtualNode/serviceb-v1"
+            )
+            .unwrap(),
+            want
+        );
+        assert_eq!(want.to_string(), "mesh/apps/virtualNode/serviceb-v1");
+    }
+
+    #[test]
+    fn rejects_other_shapes() {
+        for bad in [
+            "",
+            "serviceb-v1",
+            "mesh/apps/virtualRouter/r",
+            "mesh//virtualNode/n",
+            "mesh/apps/virtualNode/",
+            "mesh/apps/virtualNode/n/extra",
+            "arn:aws:ecs:us-west-2:1:mesh/apps/virtualNode/n",
+            "arn:aws:appmesh:us-west-2",
+        ] {
+            let err = NodeRef::parse(bad).unwrap_err();
+            assert_eq!(err.input, bad);
+            assert!(err.to_string().contains("not a virtual node reference"));
+        }
+    }
+}

@@ -49,3 +49,39 @@ pub(super) fn is_amazonaws(host: &str) -> bool {
     let h = host.as_bytes();
     h.len() > SUFFIX.len() && h[h.len() - SUFFIX.len()..].eq_ignore_ascii_case(SUFFIX)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_authorities() {
+        assert_eq!(split_authority("api.local"), ("api.local", None));
+        assert_eq!(split_authority("api.local:8080"), ("api.local", Some(8080)));
+        assert_eq!(split_authority("api.local.:80"), ("api.local", Some(80)));
+        assert_eq!(split_authority("[::1]:443"), ("::1", Some(443)));
+        assert_eq!(split_authority("[::1]"), ("::1", None));
+        assert_eq!(split_authority("::1"), ("::1", None));
+        assert_eq!(split_authority("api:notaport"), ("api", None));
+        assert_eq!(split_authority(" api.local "), ("api.local", None));
+    }
+
+    #[test]
+    fn looks_up_case_insensitively() {
+        let map: HashMap<Box<str>, u32> = [("api.local".into(), 7)].into();
+        assert_eq!(lookup(&map, "api.local"), Some(7));
+        assert_eq!(lookup(&map, "API.Local"), Some(7));
+        assert_eq!(lookup(&map, "api.locals"), None);
+        let long = "A".repeat(300);
+        assert_eq!(lookup(&map, &long), None);
+    }
+
+    #[test]
+    fn amazonaws_suffix() {
+        assert!(is_amazonaws("s3.amazonaws.com"));
+        assert!(is_amazonaws("ECS.us-east-1.AMAZONAWS.COM"));
+        assert!(!is_amazonaws(".amazonaws.com"));
+        assert!(!is_amazonaws("amazonaws.com"));
+        assert!(!is_amazonaws("notamazonaws.com"));
+    }
+}

@@ -77,3 +77,50 @@ impl RouteIndex {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::table::matcher::Matcher;
+    use crate::table::route::provider_node_route;
+    use crate::table::{RouteKind, RouteTimeouts};
+
+    fn route(path: PathMatch) -> CompiledRoute {
+        let mut r = provider_node_route(
+            "n",
+            0,
+            80,
+            RouteKind::Http,
+            RouteTimeouts {
+                per_request: None,
+                idle: None,
+            },
+        );
+        r.matcher = Matcher {
+            path,
+            ..Matcher::any()
+        };
+        r
+    }
+
+    #[test]
+    fn routes_land_in_their_lists_in_rank_order() {
+        let idx = RouteIndex::build(vec![
+            route(PathMatch::Prefix("/a".into())),
+            route(PathMatch::Exact("/a/b".into())),
+            route(PathMatch::Any),
+            route(PathMatch::Prefix("/a".into())),
+            route(PathMatch::Prefix("/ab".into())),
+        ]);
+        assert_eq!(&*idx.always, &[2]);
+        assert_eq!(&*idx.exact[&Box::<str>::from("/a/b")], &[1]);
+        // root → '/' → 'a' holds ranks 0 and 3; → 'b' holds rank 4.
+        let slash = idx.trie[0].edges[0];
+        assert_eq!(slash.0, b'/');
+        let a = &idx.trie[slash.1 as usize];
+        let a_node = &idx.trie[a.edges[0].1 as usize];
+        assert_eq!(&*a_node.routes, &[0, 3]);
+        let ab = &idx.trie[a_node.edges[0].1 as usize];
+        assert_eq!(&*ab.routes, &[4]);
+    }
+}
