@@ -35,10 +35,11 @@ impl Moto {
                     bin.display()
                 )
             });
+        let moto = Moto { child, port };
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
             if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return Moto { child, port };
+                return moto;
             }
             std::thread::sleep(Duration::from_millis(100));
         }
