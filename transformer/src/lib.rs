@@ -76,7 +76,9 @@ pub fn inject_task_definition(
 /// Remove what inject added (and legacy App Mesh wiring) from one API-shape task definition.
 pub fn eject_task_definition(td: &Value, ctx: &Location) -> Result<Value, TransformError> {
     let map = as_object(td, ctx)?;
-    Ok(Value::Object(eject::strip(map, Casing::Api, ctx).td))
+    let mut value = eject::strip(map, Casing::Api, ctx).td;
+    taskdef::numbers::normalise_container_numbers(&mut value);
+    Ok(Value::Object(value))
 }
 
 /// Check one API-shape task definition.

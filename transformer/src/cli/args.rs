@@ -220,5 +220,14 @@ pub enum MeshCommand {
         /// Output syntax
         #[arg(short = 'o', long = "output", value_enum, value_name = "FORMAT", default_value_t = OutputArg::Yaml)]
         output: OutputArg,
+        /// A template parameter value (overrides its Default); repeatable
+        #[arg(long = "parameter", value_name = "NAME=VALUE")]
+        parameters: Vec<String>,
+        /// A resource attribute the template cannot know, e.g. Alb.DNSName=my-alb.example.com; repeatable
+        #[arg(long = "attribute", value_name = "LOGICAL_ID.ATTRIBUTE=VALUE")]
+        attributes: Vec<String>,
+        /// Which mesh to compile when the template defines several [default: the only one]
+        #[arg(long, value_name = "NAME")]
+        mesh: Option<String>,
     },
 }

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use anyhow::Context;
 
-use super::args::{FileArgs, InjectCommand, MeshCommand, OutputArgs};
+use super::args::{FileArgs, InjectCommand, MeshCommand, OutputArg, OutputArgs};
 use super::{Cli, Command, io};
 use crate::error::{Location, Severity, TransformError};
 use crate::format::Document;
@@ -126,20 +126,88 @@ fn check(args: &FileArgs) -> anyhow::Result<i32> {
 fn mesh(cmd: &MeshCommand) -> anyhow::Result<i32> {
     match cmd {
         MeshCommand::Check { doc } => {
-            let _bytes = io::read_input(doc)?;
-            Err(TransformError::usage(
-                Location::file(io::display(doc)),
-                "mesh check: the mesh document validator is not wired in yet",
-            )
-            .into())
+            let bytes = io::read_input(doc)?;
+            let name = io::display(doc);
+            match taskmesh_mesh::MeshDocument::from_slice(&bytes) {
+                Ok(mesh) => {
+                    eprintln!(
+                        "{name}: mesh {}: {} virtual service(s), {} virtual router(s), {} route(s), {} virtual node(s): no problems found",
+                        mesh.mesh_name(),
+                        mesh.virtual_services().len(),
+                        mesh.virtual_routers().len(),
+                        mesh.routes().len(),
+                        mesh.virtual_nodes().len()
+                    );
+                    Ok(EXIT_OK)
+                }
+                Err(e @ taskmesh_mesh::DocumentError::Syntax { .. }) => {
+                    Err(TransformError::Parse {
+                        location: Location::file(name),
+                        message: e.to_string(),
+                    }
+                    .into())
+                }
+                Err(e) => {
+                    for p in e.problems() {
+                        eprintln!("error: {name}: {p}");
+                    }
+                    eprintln!("{name}: {} problem(s)", e.problems().len());
+                    Ok(EXIT_FINDINGS)
+                }
+            }
         }
-        MeshCommand::FromTemplate { template, .. } => {
-            let _bytes = io::read_input(template).context("mesh from-template")?;
-            Err(TransformError::usage(
-                Location::file(io::display(template)),
-                "mesh from-template: not wired in yet",
-            )
-            .into())
+        MeshCommand::FromTemplate {
+            template,
+            output,
+            parameters,
+            attributes,
+            mesh,
+        } => {
+            let bytes = io::read_input(template)?;
+            let name = io::display(template);
+            let yaml: serde_yaml_ng::Value =
+                serde_yaml_ng::from_slice(&bytes).map_err(|e| TransformError::Parse {
+                    location: Location::file(name.clone()),
+                    message: format!("invalid JSON/YAML: {e}"),
+                })?;
+            let inputs = crate::meshdoc::TemplateInputs {
+                parameters: key_values("--parameter", parameters)?,
+                attributes: key_values("--attribute", attributes)?,
+                mesh: mesh.clone(),
+            };
+            let doc = crate::meshdoc::from_template_with(&yaml, &name, &inputs)?;
+            let text = match output {
+                OutputArg::Json => {
+                    let mut s = serde_json::to_string_pretty(&doc)
+                        .context("rendering the mesh document")?;
+                    s.push('\n');
+                    s
+                }
+                OutputArg::Yaml => {
+                    serde_yaml_ng::to_string(&doc).context("rendering the mesh document")?
+                }
+            };
+            io::write_stdout(&text)?;
+            Ok(EXIT_OK)
         }
     }
+}
+
+fn key_values(
+    flag: &str,
+    items: &[String],
+) -> Result<std::collections::BTreeMap<String, String>, TransformError> {
+    items
+        .iter()
+        .map(|kv| {
+            kv.split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .ok_or_else(|| {
+                    TransformError::usage(
+                        Location::file("-"),
+                        format!("{flag} {kv}: expected KEY=VALUE"),
+                    )
+                })
+        })
+        .collect()
 }

@@ -69,8 +69,8 @@ pub fn strip(td: &Map<String, Value>, c: Casing, _loc: &Location) -> Stripped {
                 Role::Gateway | Role::App => kept.push(ctr.clone()),
             }
         }
-        for ctr in &mut kept {
-            let name = wiring::str_field(ctr, c, "name").map(str::to_string);
+        for (i, ctr) in kept.iter_mut().enumerate() {
+            let name = Some(wiring::display_name(ctr, c, i));
             let dep_key = c.k("dependsOn");
             let Some(obj) = ctr.as_object_mut() else {
                 continue;

@@ -35,6 +35,9 @@ pub struct Identity {
     pub resource_arn: Value,
     /// The value of `TASKMESH_CONFIG` (agent only).
     pub config: Option<Value>,
+    /// The given mesh name that was not applied because the existing identity is an intrinsic
+    /// function (it cannot be split into mesh and node); the caller notes it.
+    pub ignored_mesh: Option<String>,
 }
 
 /// `(mesh, node)` from `mesh/<mesh>/virtualNode/<node>` or a full App Mesh ARN.
@@ -68,8 +71,18 @@ pub fn resolve(
         .and_then(Value::as_str)
         .and_then(parse_resource);
 
+    let mut kept_opaque: Option<String> = None;
+    let opaque = hints
+        .resource_arn
+        .as_ref()
+        .filter(|v| parsed.is_none() && !v.is_string());
     let resource_arn = match (&node_given, &mesh_given, &hints.resource_arn) {
         (None, None, Some(existing)) => existing.clone(),
+        // An intrinsic identity cannot be split: keep it whole unless the node is given too.
+        (None, Some(mesh), Some(_)) if opaque.is_some() => {
+            kept_opaque = Some(mesh.clone());
+            opaque.cloned().unwrap_or_default()
+        }
         _ => {
             let node = node_given
                 .or_else(|| parsed.as_ref().map(|(_, n)| n.clone()))
@@ -112,6 +125,7 @@ pub fn resolve(
     Ok(Identity {
         resource_arn,
         config,
+        ignored_mesh: kept_opaque,
     })
 }
 

@@ -71,7 +71,9 @@ fn check_network_mode(
             "the proxy-init iptables rules only reach the app when every container shares the task's own network namespace, which is awsvpc mode"
         }
     };
-    let fix = "Fix: set networkMode to awsvpc (each task gets its own network interface; hostPort must then equal containerPort or be omitted; on EC2 mind the ENI limits of the instance type)";
+    let fix = format!(
+        "Fix: set {key} to awsvpc (each task gets its own network interface; hostPort must then equal containerPort or be omitted; on EC2 mind the ENI limits of the instance type)"
+    );
     match td.get(&key) {
         Some(Value::String(m)) if m == "awsvpc" => Ok(()),
         Some(v) if is_intrinsic(v) => {
@@ -257,10 +259,11 @@ pub fn inject_td(
         }
     }
     let existing = |name: &str| wiring::proxy_property(td, c, name).cloned();
-    let (old_gid, old_ips, old_ignored_ports) = (
+    let (old_gid, old_ips, old_ignored_ports, old_app_ports) = (
         existing("IgnoredGID"),
         existing("EgressIgnoredIPs"),
         existing("EgressIgnoredPorts"),
+        existing("AppPorts").filter(|v| v.as_str() != Some("")),
     );
 
     let stripped = eject::strip(td, c, loc);
@@ -276,6 +279,12 @@ pub fn inject_td(
         default_node.as_deref(),
         loc,
     )?;
+    if let Some(mesh) = &id.ignored_mesh {
+        notes.push(Note::new(
+            loc,
+            format!("kept the existing APPMESH_RESOURCE_ARN (an intrinsic function, so it cannot be split into mesh and node) as this task's identity; mesh '{mesh}' was not applied. Pass --virtual-node (or Metadata.taskmesh.virtualNode) too to replace it"),
+        ));
+    }
 
     let proxy_name = proxy::proxy_name(opts);
     let mut containers: Vec<Value> = wiring::containers(&out, c).cloned().unwrap_or_default();
@@ -392,7 +401,7 @@ pub fn inject_td(
                 ));
             }
             if parts.is_empty() {
-                None
+                old_app_ports
             } else if parts.iter().all(|p| p.is_i64()) {
                 Some(csv(&lits))
             } else if c.is_cfn() {

@@ -144,7 +144,7 @@ pub fn fit(
     notes.push(Note::new(
         loc,
         format!(
-            "Fargate task size raised from {cpu_key} {} / {mem_key} {} to {new_cpu} / {new_mem}, the smallest valid pair holding the containers plus the proxy ({need_cpu} CPU units, {need_mem} MiB); the original is kept in the proxy's docker labels {ORIGINAL_CPU_LABEL}/{ORIGINAL_MEMORY_LABEL} and restored by eject",
+            "Fargate task size raised from {cpu_key} {} / {mem_key} {} to {cpu_key} {new_cpu} / {mem_key} {new_mem}, the smallest valid pair holding the containers plus the proxy ({need_cpu} CPU units, {need_mem} MiB); the original is kept in the proxy's docker labels {ORIGINAL_CPU_LABEL}/{ORIGINAL_MEMORY_LABEL} and restored by eject",
             text_of(&cpu_v),
             text_of(&mem_v)
         ),

@@ -38,6 +38,24 @@ pub fn task_memory(v: &Value) -> Option<u32> {
     None
 }
 
+/// Container-level `cpu`, `memory` and `memoryReservation` written as decimal strings (as in
+/// the App Mesh docs' examples) become integers, as the ECS API requires. Used on API-shape
+/// output only; CloudFormation values are left as written.
+pub fn normalise_container_numbers(td: &mut serde_json::Map<String, Value>) {
+    let Some(Value::Array(list)) = td.get_mut("containerDefinitions") else {
+        return;
+    };
+    for ctr in list.iter_mut().filter_map(Value::as_object_mut) {
+        for key in ["cpu", "memory", "memoryReservation"] {
+            if let Some(v) = ctr.get_mut(key) {
+                if let (Value::String(_), Some(i)) = (&*v, int(v)) {
+                    *v = Value::from(i);
+                }
+            }
+        }
+    }
+}
+
 fn scaled(num: &str, factor: f64) -> Option<u32> {
     let f: f64 = num.parse().ok()?;
     let v = f * factor;
@@ -67,5 +85,15 @@ mod tests {
         assert_eq!(task_memory(&json!(3072)), Some(3072));
         assert_eq!(task_memory(&json!("lots")), None);
         assert_eq!(task_cpu(&json!("0.3333 vCPU")), None);
+    }
+
+    #[test]
+    fn container_numbers_become_integers() {
+        let mut td = json!({"containerDefinitions": [{"cpu": "32", "memory": "500", "memoryReservation": " 256 ", "image": "x"}, {"memory": "lots"}]});
+        normalise_container_numbers(td.as_object_mut().unwrap());
+        assert_eq!(
+            td,
+            json!({"containerDefinitions": [{"cpu": 32, "memory": 500, "memoryReservation": 256, "image": "x"}, {"memory": "lots"}]})
+        );
     }
 }

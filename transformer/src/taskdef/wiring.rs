@@ -109,9 +109,37 @@ fn mentions(v: &Value, needle: &str) -> bool {
 /// The role of each container, in order.
 pub fn roles(td: &Map<String, Value>, c: Casing) -> Vec<Role> {
     let named_proxy = proxy_config_container(td, c);
-    containers(td, c)
-        .map(|list| list.iter().map(|ctr| role(ctr, c, named_proxy)).collect())
-        .unwrap_or_default()
+    let Some(list) = containers(td, c) else {
+        return Vec::new();
+    };
+    let mut roles: Vec<Role> = list.iter().map(|ctr| role(ctr, c, named_proxy)).collect();
+    // No redirect at all and an Envoy listening on its own ports: a virtual gateway whose
+    // identity is an intrinsic (e.g. `!Ref Gateway`), not a sidecar.
+    let redirected = td.contains_key(&c.k("proxyConfiguration"))
+        || roles.iter().any(|r| matches!(r, Role::LegacyProxyInit));
+    if !redirected {
+        for (ctr, r) in list.iter().zip(roles.iter_mut()) {
+            if *r == Role::LegacyProxy && listens_on_own_ports(ctr, c) {
+                *r = Role::Gateway;
+            }
+        }
+    }
+    roles
+}
+
+/// Whether a container maps a port other than the sidecar ports (9901, 15000, 15001).
+fn listens_on_own_ports(container: &Value, c: Casing) -> bool {
+    container
+        .get(c.k("portMappings"))
+        .and_then(Value::as_array)
+        .is_some_and(|pms| {
+            pms.iter().any(|pm| match pm.get(c.k("containerPort")) {
+                Some(Value::Number(n)) => !matches!(n.as_i64(), Some(9901 | 15000 | 15001)),
+                Some(Value::String(s)) => !matches!(s.as_str(), "9901" | "15000" | "15001"),
+                Some(_) => true,
+                None => false,
+            })
+        })
 }
 
 fn role(container: &Value, c: Casing, named_proxy: Option<&str>) -> Role {
