@@ -35,7 +35,7 @@ pub fn register(cmd: &RegisterCommand) -> anyhow::Result<i32> {
         })
         .map_err(|e| match e {
             // Keep the transformer's error itself in the chain: it selects exit code 2.
-            EcsError::Transform(t) => anyhow::Error::from(t),
+            EcsError::Transform(t) => anyhow::Error::from(*t),
             other => anyhow::Error::from(other),
         })
         .with_context(|| format!("taskmesh register {}", cmd.task_definition))?;
