@@ -30,13 +30,18 @@ pub struct Backend {
     pub hits: Arc<AtomicU64>,
 }
 
-/// Starts an HTTP/1.1 backend that answers every request with `200`, body = its name, and
-/// echo headers: `x-backend`, `x-seen-host`, `x-seen-path`, `x-seen-xff`, `x-seen-request-id`,
-/// `x-seen-connection`. `GET /slow/<ms>` waits that long first. `/status/<code>` answers <code>.
+/// Starts an HTTP/1.1 backend that answers every request with `200`, body = its name (or the
+/// request body), `x-backend: <name>`, `x-path`, and every request header echoed as
+/// `x-h-<name>`. `/slow/<ms>` waits that long first; `/status/<code>` answers <code>.
 pub async fn http_backend(name: &str) -> Backend {
     let listener = TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind backend");
+    http_backend_on(listener, name)
+}
+
+/// [`http_backend`] on an already bound listener (e.g. one made inside a network namespace).
+pub fn http_backend_on(listener: TcpListener, name: &str) -> Backend {
     let addr = listener.local_addr().unwrap();
     let hits = Arc::new(AtomicU64::new(0));
     let name_s = name.to_string();
@@ -115,6 +120,11 @@ async fn answer(name: &str, req: Request<Incoming>) -> Response<Full<Bytes>> {
 /// A TCP backend that writes `greeting` then echoes everything back.
 pub async fn tcp_echo_backend(greeting: &'static str) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    tcp_echo_on(listener, greeting)
+}
+
+/// [`tcp_echo_backend`] on an already bound listener.
+pub fn tcp_echo_on(listener: TcpListener, greeting: &'static str) -> SocketAddr {
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         loop {
