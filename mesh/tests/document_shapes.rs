@@ -118,6 +118,11 @@ fn array_of_describe_outputs_with_cli_timestamps() {
     ]);
     let doc = MeshDocument::from_slice(&serde_json::to_vec(&arr).unwrap()).unwrap();
     assert_eq!(doc.to_json_value(), expected());
+    assert_eq!(
+        doc,
+        MeshDocument::from_value(canonical()).unwrap(),
+        "equal content, whatever the shape"
+    );
 }
 
 #[test]

@@ -13,8 +13,9 @@ use crate::model::{MeshSpec, RouteData, VirtualNodeData, VirtualRouterData, Virt
 use parse::Collected;
 pub(crate) use parse::join;
 
-/// A parsed, validated mesh document (one mesh). Immutable once built.
-#[derive(Debug, Clone, PartialEq)]
+/// A parsed, validated mesh document (one mesh). Immutable once built. Two documents are
+/// equal when their content is, whatever shape they were read from.
+#[derive(Debug, Clone)]
 pub struct MeshDocument {
     mesh_name: String,
     spec: MeshSpec,
@@ -25,8 +26,19 @@ pub struct MeshDocument {
     origins: Origins,
 }
 
+impl PartialEq for MeshDocument {
+    fn eq(&self, other: &Self) -> bool {
+        self.mesh_name == other.mesh_name
+            && self.spec == other.spec
+            && self.virtual_services == other.virtual_services
+            && self.virtual_routers == other.virtual_routers
+            && self.routes == other.routes
+            && self.virtual_nodes == other.virtual_nodes
+    }
+}
+
 /// Where each element came from in the input (path prefixes for problems).
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default)]
 pub(crate) struct Origins {
     pub virtual_services: Vec<String>,
     pub virtual_routers: Vec<String>,
