@@ -291,7 +291,7 @@ fn key(doc: &Document, api: &str) -> String {
 fn snapshot_text(doc: &Document, notes: &[taskmesh::Note]) -> String {
     let mut out = String::new();
     for n in notes {
-        out.push_str(&format!("# {}\n", n.message.replace('\n', " ")));
+        out.push_str(&format!("# {n}\n"));
     }
     let body = match doc.format() {
         Format::CfnJson | Format::CfnYaml => {

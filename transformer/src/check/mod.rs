@@ -147,6 +147,7 @@ pub fn check_td(td: &Map<String, Value>, c: Casing, loc: &Location) -> Vec<Findi
 
     // proxyConfiguration rules
     let mut ignored_uid: Option<String> = None;
+    let mut ignored_gid: Option<String> = None;
     let mut redirect_ports: Vec<i64> = Vec::new();
     if let Some(pc) = pc {
         let nm_key = c.k("networkMode");
@@ -191,6 +192,9 @@ pub fn check_td(td: &Map<String, Value>, c: Casing, loc: &Location) -> Vec<Findi
                     Some(Value::String(s)) => {
                         if name == "IgnoredUID" {
                             ignored_uid = Some(s.clone());
+                        }
+                        if name == "IgnoredGID" && !s.is_empty() {
+                            ignored_gid = Some(s.clone());
                         }
                         let items: Vec<&str> = s.split(',').filter(|x| !x.trim().is_empty()).collect();
                         if matches!(name, "AppPorts" | "EgressIgnoredPorts") && items.len() > MAX_PORTS {
@@ -242,11 +246,13 @@ pub fn check_td(td: &Map<String, Value>, c: Casing, loc: &Location) -> Vec<Findi
             if i == pi || *role != Role::App || is_intrinsic(ctr) {
                 continue;
             }
-            let runs_as_ignored = ignored_uid.as_ref().is_some_and(|uid| {
-                ctr.get(c.k("user"))
-                    .and_then(Value::as_str)
-                    .is_some_and(|u| u.split(':').next() == Some(uid.as_str()))
-            });
+            let user = ctr.get(c.k("user")).and_then(Value::as_str).unwrap_or("");
+            let (u, g) = match user.split_once(':') {
+                Some((u, g)) => (u, Some(g)),
+                None => (user, None),
+            };
+            let runs_as_ignored =
+                ignored_uid.as_deref() == Some(u) || (g.is_some() && ignored_gid.as_deref() == g);
             if runs_as_ignored {
                 continue;
             }

@@ -172,16 +172,13 @@ fn uid_gid(user: &str) -> (Option<&str>, Option<&str>) {
     }
 }
 
-/// Whether the container runs as the ignored UID/GID (its traffic bypasses the proxy anyway).
-fn bypasses_proxy(ctr: &Value, c: Casing, opts: &InjectOptions) -> bool {
+/// Whether the container runs as the ignored UID or GID (its traffic bypasses the proxy anyway).
+fn bypasses_proxy(ctr: &Value, c: Casing, uid: &str, gid: Option<&str>) -> bool {
     let Some(user) = ctr.get(c.k("user")).and_then(Value::as_str) else {
         return false;
     };
     let (u, g) = uid_gid(user);
-    u == Some(opts.ignored_uid.to_string().as_str())
-        || opts
-            .ignored_gid
-            .is_some_and(|gid| g == Some(gid.to_string().as_str()))
+    u == Some(uid) || (gid.is_some() && g == gid)
 }
 
 fn csv<T: ToString>(items: &[T]) -> Value {
@@ -345,10 +342,17 @@ pub fn inject_td(
     }
 
     // App containers: those that do not bypass the proxy.
+    let uid = opts.ignored_uid.to_string();
+    let gid = opts
+        .ignored_gid
+        .map(|g| g.to_string())
+        .or_else(|| old_gid.as_ref().and_then(Value::as_str).map(str::to_string));
     let app_idx: Vec<usize> = containers
         .iter()
         .enumerate()
-        .filter(|(_, ctr)| ctr.is_object() && !is_intrinsic(ctr) && !bypasses_proxy(ctr, c, opts))
+        .filter(|(_, ctr)| {
+            ctr.is_object() && !is_intrinsic(ctr) && !bypasses_proxy(ctr, c, &uid, gid.as_deref())
+        })
         .map(|(i, _)| i)
         .collect();
     for (i, ctr) in containers.iter().enumerate() {
@@ -512,10 +516,12 @@ pub fn inject_td(
     }
 
     // The new containers.
+    // The proxy logs like the app, except through FireLens: the log router may itself wait for
+    // the proxy, and a proxy logging through it would wait for the router (a start-up cycle).
     let log_configuration = app_idx
         .iter()
-        .map(|&i| &containers[i])
-        .find_map(|ctr| ctr.get(c.k("logConfiguration")))
+        .filter_map(|&i| containers[i].get(c.k("logConfiguration")))
+        .find(|l| l.get(c.k("logDriver")).and_then(Value::as_str) != Some("awsfirelens"))
         .cloned();
     let proxy_ctr = proxy::proxy_container(
         c,
