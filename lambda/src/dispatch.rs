@@ -1,7 +1,7 @@
 //! One entry point for every event: decide what kind of event arrived from its keys and hand it
 //! to that handler. An event of no known kind is an error naming the keys it had.
 
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use serde::Deserialize;
 use serde_json::Value;
@@ -42,6 +42,20 @@ pub enum DispatchError {
     CustomResource(#[from] CustomResourceError),
 }
 
+/// Deadlines before this (2001-09-09, in epoch milliseconds) are not points in time.
+const EPOCH_MS_FLOOR: u64 = 1_000_000_000_000;
+
+/// The invocation deadline from the runtime's `lambda-runtime-deadline-ms` value. Lambda sends epoch
+/// milliseconds; `cargo lambda watch` (1.9) sends the function timeout itself (e.g. `600000`), which
+/// is read as that long from `now`.
+pub fn invocation_deadline(deadline_ms: u64, now: SystemTime) -> SystemTime {
+    if deadline_ms < EPOCH_MS_FLOOR {
+        now + Duration::from_millis(deadline_ms)
+    } else {
+        SystemTime::UNIX_EPOCH + Duration::from_millis(deadline_ms)
+    }
+}
+
 /// Which kind of event `event` is.
 pub fn classify(event: &Value) -> Result<EventKind, DispatchError> {
     let Value::Object(map) = event else {
@@ -77,7 +91,11 @@ pub async fn dispatch(
     services: &Services,
 ) -> Result<Value, DispatchError> {
     let kind = classify(&event)?;
-    tracing::info!(?kind, "event");
+    let remaining_ms = deadline
+        .duration_since(SystemTime::now())
+        .map(|d| d.as_millis())
+        .unwrap_or(0);
+    tracing::info!(?kind, remaining_ms, "event");
     let malformed = |message: String| DispatchError::Malformed { kind, message };
     let answer = match kind {
         EventKind::Macro => to_value(&macro_transform::handle_macro_event(&event)),

@@ -13,5 +13,5 @@ pub mod ecs_hook;
 pub mod macro_transform;
 pub mod services;
 
-pub use dispatch::{DispatchError, EventKind, classify, dispatch};
+pub use dispatch::{DispatchError, EventKind, classify, dispatch, invocation_deadline};
 pub use services::Services;

@@ -3,7 +3,7 @@
 
 use lambda_runtime::{Error, LambdaEvent, run, service_fn, tracing};
 use serde_json::Value;
-use taskmesh_lambda::{Services, dispatch};
+use taskmesh_lambda::{Services, dispatch, invocation_deadline};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
@@ -11,7 +11,7 @@ async fn main() -> Result<(), Error> {
     let services = Services::new();
     let services = &services;
     run(service_fn(move |event: LambdaEvent<Value>| async move {
-        let deadline = event.context.deadline();
+        let deadline = invocation_deadline(event.context.deadline, std::time::SystemTime::now());
         // Boxed: the handler future is deep; keep the runtime's future type small.
         Box::pin(dispatch(event.payload, deadline, services)).await
     }))

@@ -86,3 +86,19 @@ async fn custom_resource_event_is_answered_through_dispatch() {
         "{out}"
     );
 }
+
+#[test]
+fn deadlines_are_epoch_milliseconds_or_a_relative_timeout() {
+    use std::time::{Duration, SystemTime, UNIX_EPOCH};
+    let now = SystemTime::now();
+    let real = 1_795_630_331_211;
+    assert_eq!(
+        taskmesh_lambda::invocation_deadline(real, now),
+        UNIX_EPOCH + Duration::from_millis(real)
+    );
+    // cargo lambda watch sends the timeout itself.
+    assert_eq!(
+        taskmesh_lambda::invocation_deadline(600_000, now),
+        now + Duration::from_secs(600)
+    );
+}
