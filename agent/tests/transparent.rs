@@ -35,6 +35,7 @@ fn connect(ns: &Netns, addr: &str) -> std::io::Result<TcpStream> {
 async fn redirected_tcp_and_http_use_the_original_destination() {
     let ns = Netns::create("tm-agent").expect("network namespace (needs root)");
     support::tcp_echo_on(std_listener(&ns, "127.0.0.1:7100"), "db says ");
+    support::tcp_echo_on(std_listener(&ns, "127.0.0.1:7443"), "aws says ");
     let blue = support::http_backend_on(std_listener(&ns, "127.0.0.1:7200"), "blue");
     let doc = DocBuilder::new("DROP_ALL")
         .node("front", 8080, "http", &["svc.local", "db.local"])
@@ -57,16 +58,24 @@ async fn redirected_tcp_and_http_use_the_original_destination() {
         "-p",
         "tcp",
         "-m",
+        "owner",
+        "!",
+        "--uid-owner",
+        "1337",
+        "-m",
         "multiport",
         "--dports",
-        "7000,7300,9080",
+        "7000,7300,7443,9080",
         "-j",
         "REDIRECT",
         "--to-ports",
         "15001",
     ])
     .expect("iptables REDIRECT inside the namespace");
-    let mut cmd = ns.command(env!("CARGO_BIN_EXE_taskmesh-agent"));
+    // The agent runs as uid 1337, exempt from the redirect (as ECS's IgnoredUID).
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let mut cmd = ns.command_as(1337, 1337, env!("CARGO_BIN_EXE_taskmesh-agent"));
     cmd.env("APPMESH_RESOURCE_ARN", "mesh/m/virtualNode/front")
         .env("TASKMESH_CONFIG", format!("file://{}", docp.display()))
         .env("TASKMESH_CACHE", dir.path().join("cache.json"))
@@ -102,6 +111,39 @@ async fn redirected_tcp_and_http_use_the_original_destination() {
     let n = s.read_to_end(&mut out).unwrap_or(0);
     assert_eq!(n, 0, "closed without data");
 
+    // DROP_ALL still lets TLS to *.amazonaws.com through (by SNI) to the original destination.
+    let hello = client_hello("sts.us-east-1.amazonaws.com");
+    let mut s = connect(&ns, "127.0.0.1:7443").unwrap();
+    s.write_all(&hello).unwrap();
+    let mut buf = vec![0u8; 9 + hello.len()];
+    s.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf[..9], b"aws says ");
+    assert_eq!(&buf[9..], &hello[..]);
+    let mut s = connect(&ns, "127.0.0.1:7443").unwrap();
+    s.write_all(&client_hello("example.com")).unwrap();
+    let mut out = Vec::new();
+    assert_eq!(
+        s.read_to_end(&mut out).unwrap_or(0),
+        0,
+        "other TLS destinations are closed"
+    );
+
     let _ = child.kill();
     let _ = child.wait();
+}
+
+/// A real TLS ClientHello (from rustls) for `host`.
+fn client_hello(host: &str) -> Vec<u8> {
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(rustls::RootCertStore::empty())
+    .with_no_client_auth();
+    let name = rustls::pki_types::ServerName::try_from(host.to_string()).unwrap();
+    let mut conn = rustls::ClientConnection::new(std::sync::Arc::new(config), name).unwrap();
+    let mut out = Vec::new();
+    conn.write_tls(&mut out).unwrap();
+    out
 }

@@ -72,7 +72,11 @@ pub async fn serve_connection(
             Duration::from_secs(shared.settings.client_timeout_seconds.max(1))
         };
         if super::sniff_http(&stream, wait).await != Some(true) {
-            if allow_all {
+            let aws = !allow_all
+                && super::sni::peek_sni(&stream, wait)
+                    .await
+                    .is_some_and(|host| RouteTable::is_always_allowed(&host));
+            if allow_all || aws {
                 if let Err(e) = tcp::forward(stream, dst).await {
                     tracing::debug!(destination = %dst, error = %e, "pass-through ended");
                 }

@@ -10,6 +10,7 @@ pub mod ingress;
 pub mod limits;
 pub mod original_dst;
 pub mod pool;
+pub mod sni;
 pub mod tcp;
 
 use std::convert::Infallible;
