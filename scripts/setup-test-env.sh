@@ -59,7 +59,8 @@ fi
 venv="$root/.venv"
 req="$root/scripts/requirements-test.txt"
 stamp="$venv/.requirements.sha256"
-want=$(sha256sum "$req" | cut -d' ' -f1)
+# The stamp covers the pins only, so editing comments does not rebuild the venv.
+want=$(grep -v -E '^[[:space:]]*(#|$)' "$req" | sha256sum | cut -d' ' -f1)
 if [ ! -x "$venv/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "setup: python venv at $venv"
   python3 -m venv --clear "$venv"
