@@ -14,6 +14,8 @@
 
 pub mod check;
 pub mod cli;
+#[cfg(feature = "demo")]
+pub mod demo;
 #[cfg(feature = "aws")]
 pub mod ecs;
 pub mod eject;
@@ -66,7 +68,8 @@ pub fn inject_task_definition(
         loc: ctx.clone(),
         ..inject::Target::default()
     };
-    let (value, notes) = inject::inject_td(map, Casing::Api, opts, &target)?;
+    let (mut value, notes) = inject::inject_td(map, Casing::Api, opts, &target)?;
+    taskdef::numbers::normalise_container_numbers(&mut value);
     Ok(Injected {
         value: Value::Object(value),
         notes,

@@ -8,7 +8,8 @@ fn main() {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("TASKMESH_LOG")
-                .unwrap_or_else(|_| "warn".into()),
+                // The demo's in-process agents report their own trouble in its table.
+                .unwrap_or_else(|_| "warn,taskmesh_agent=error".into()),
         )
         .with_writer(std::io::stderr)
         .init();

@@ -387,12 +387,25 @@ fn meshable_fixtures_inject_idempotently_check_clean_and_eject_back() {
             "{file}: inject twice differs from inject once"
         );
 
-        // Check: nothing to report on the injected output.
+        // Check: nothing to report on the injected output, except a problem the input itself has
+        // and inject cannot decide (#19: no memory setting anywhere, as published).
         let findings = check_document(&reparsed, &InjectOptions::default());
-        assert!(
-            findings.is_empty(),
+        let residual: &[&str] = if *name == "19_ecs_doc_container_dependency" {
+            &["container 'app': field memory: the task has no task-level memory"]
+        } else {
+            &[]
+        };
+        assert_eq!(
+            findings.len(),
+            residual.len(),
             "{file}: findings after inject: {findings:#?}"
         );
+        for r in residual {
+            assert!(
+                findings.iter().any(|f| f.to_string().contains(r)),
+                "{file}: {findings:#?}"
+            );
+        }
 
         // Every injected task definition has exactly one proxy and no legacy wiring.
         let before: Vec<String> = task_definitions(&doc)

@@ -321,6 +321,22 @@ pub fn check_td(td: &Map<String, Value>, c: Casing, loc: &Location) -> Vec<Findi
         }
     }
 
+    // Without task-level memory, ECS needs a memory setting on every container.
+    if !td.contains_key(&c.k("memory")) {
+        for (i, ctr) in list.iter().enumerate() {
+            if ctr.is_object()
+                && !is_intrinsic(ctr)
+                && ctr.get(c.k("memory")).is_none()
+                && ctr.get(c.k("memoryReservation")).is_none()
+            {
+                out.push(Finding::error(
+                    &loc.with_container(wiring::display_name(ctr, c, i)).with_field(c.k("memory")),
+                    format!("the task has no task-level {} and this container sets neither {} nor {}; ECS refuses it (\"At least one of 'memory' or 'memoryReservation' must be specified\")", c.k("memory"), c.k("memory"), c.k("memoryReservation")),
+                ));
+            }
+        }
+    }
+
     // Fargate size.
     if fargate {
         let (ck, mk) = (c.k("cpu"), c.k("memory"));

@@ -46,4 +46,8 @@ pub enum Command {
     /// RegisterTaskDefinition (tags kept, plus taskmesh:source); prints the new ARN.
     #[cfg(feature = "aws")]
     Register(register::RegisterCommand),
+    /// Run the example application (templates/colorapp) locally through agents: no AWS, no
+    /// root. Shows the split per color live; edit the mesh document's weights to move it.
+    #[cfg(feature = "demo")]
+    Demo(crate::demo::DemoArgs),
 }

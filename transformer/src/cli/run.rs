@@ -41,6 +41,8 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Mesh(cmd) => mesh(&cmd),
         #[cfg(feature = "aws")]
         Command::Register(cmd) => super::register::register(&cmd),
+        #[cfg(feature = "demo")]
+        Command::Demo(args) => crate::demo::run(&args),
     }
 }
 

@@ -1,5 +1,6 @@
 //! `describe-task-definition` output to a registrable task definition: unwrap
-//! `{"taskDefinition": …}`, keep the sibling `tags`, drop the read-only fields and every `null`
+//! `{"taskDefinition": …}`, keep the sibling `tags` (an empty list is dropped), drop the
+//! read-only fields and every `null`
 //! (empty strings, e.g. in `proxyConfiguration.properties[].value`, are kept).
 
 use serde_json::{Map, Value};
@@ -25,7 +26,11 @@ pub fn to_registrable(v: &Value) -> Map<String, Value> {
     let mut td = match top.get("taskDefinition").and_then(Value::as_object) {
         Some(inner) => {
             let mut td = inner.clone();
-            if let Some(tags) = top.get("tags") {
+            // Empty tags mean nothing to register; non-empty ones are kept.
+            if let Some(tags) = top
+                .get("tags")
+                .filter(|t| t.as_array().is_none_or(|a| !a.is_empty()))
+            {
                 td.insert("tags".to_string(), tags.clone());
             }
             td
@@ -34,6 +39,13 @@ pub fn to_registrable(v: &Value) -> Map<String, Value> {
     };
     for f in READ_ONLY_FIELDS {
         td.shift_remove(f);
+    }
+    if td
+        .get("tags")
+        .and_then(Value::as_array)
+        .is_some_and(Vec::is_empty)
+    {
+        td.shift_remove("tags");
     }
     let mut out = Value::Object(td);
     drop_nulls(&mut out);
