@@ -88,10 +88,19 @@ fn task_definition_ids(template: &Value) -> Vec<String> {
 #[test]
 fn shipped_templates_pass_cfn_lint() {
     let root = workspace_root();
-    let files = [
-        root.join("templates/taskmesh.yaml"),
-        root.join("templates/colorapp/colorapp.yaml"),
-    ];
+    let mut files: Vec<PathBuf> = std::fs::read_dir(root.join("templates"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    files.sort();
+    for expected in ["taskmesh.yaml", "custom-resource-example.yaml"] {
+        assert!(
+            files.iter().any(|f| f.ends_with(expected)),
+            "templates/{expected} is linted"
+        );
+    }
+    files.push(root.join("templates/colorapp/colorapp.yaml"));
     let findings = cfnlint::lint_files(&files).expect("cfn-lint runs");
     let errors = cfnlint::of_level(&findings, Level::Error);
     assert!(errors.is_empty(), "cfn-lint errors: {errors:#?}");
