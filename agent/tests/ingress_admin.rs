@@ -51,6 +51,7 @@ async fn ingress_tcp_listener_splices_bytes() {
         .unwrap()
         .unwrap();
     assert_eq!(&buf, b"hello ping");
+    drop(s);
     agent.shutdown().await;
 }
 
@@ -167,7 +168,7 @@ async fn admin_endpoints() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_connect_failure_is_503_and_counted() {
     let app = http_backend("app").await;
-    // A port with nothing listening.
+    // A port with nothing listening; App Mesh's default policy retries connect failures twice.
     let dead = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -186,7 +187,7 @@ async fn upstream_connect_failure_is_503_and_counted() {
         .await;
     assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
     let prom = admin_get(agent.admin_addr, "/stats/prometheus").await.1;
-    assert!(prom.contains("taskmesh_upstream_connect_failures_total{direction=\"egress\",virtual_service=\"svc.local\",route=\"all\",target_node=\"dead\"} 1"), "{prom}");
+    assert!(prom.contains("taskmesh_upstream_connect_failures_total{direction=\"egress\",virtual_service=\"svc.local\",route=\"all\",target_node=\"dead\"} 3"), "{prom}");
     assert!(prom.contains("class=\"5xx\"} 1"));
     agent.shutdown().await;
 }

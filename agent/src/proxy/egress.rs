@@ -121,6 +121,10 @@ struct Decision<'t> {
     target: &'t str,
     stats: Arc<RouteStats>,
     timeout: Option<Duration>,
+    /// The route's retry policy (`None`: App Mesh's implicit default applies to routed targets).
+    retry_policy: Option<&'t taskmesh_mesh::RetryPolicy>,
+    /// Where retries look for another endpoint (routed targets only).
+    retry_target: Option<(&'t taskmesh_mesh::Discovery, u16)>,
 }
 
 async fn handle(conn: &Conn, mut req: Request<Incoming>) -> Response<ProxyBody> {
@@ -192,40 +196,153 @@ async fn forward(
             "DI",
         );
     }
-    let send = shared.pool.send(req);
-    let result = match d.timeout {
-        Some(t) => match tokio::time::timeout(t, send).await {
+    let attempts = attempts(shared, d, req, up);
+    match d.timeout {
+        Some(t) => match tokio::time::timeout(t, attempts).await {
             Ok(r) => r,
-            Err(_) => {
-                return (
-                    local_response(StatusCode::GATEWAY_TIMEOUT, "upstream request timeout\n"),
-                    "UT",
-                );
-            }
+            Err(_) => (
+                local_response(StatusCode::GATEWAY_TIMEOUT, "upstream request timeout\n"),
+                "UT",
+            ),
         },
-        None => send.await,
+        None => attempts.await,
+    }
+}
+
+/// What a retry needs to rebuild a request without a body.
+struct Replay {
+    method: http::Method,
+    path_and_query: http::uri::PathAndQuery,
+    headers: http::HeaderMap,
+}
+
+/// A request can be replayed when it has no body (streamed bodies are never buffered).
+fn replayable(req: &Request<Incoming>) -> bool {
+    let h = req.headers();
+    !h.contains_key(header::TRANSFER_ENCODING)
+        && h.get(header::CONTENT_LENGTH)
+            .is_none_or(|v| v.as_bytes() == b"0")
+}
+
+/// Sends the request, retrying as the route's retry policy says (App Mesh's implicit default
+/// policy when the route has none: 2 retries on 503, connect failure and reset). Only requests
+/// without a body are retried; each retry asks discovery again (another endpoint for
+/// `ENDPOINTS`) after a short backoff.
+async fn attempts(
+    shared: &Shared,
+    d: &Decision<'_>,
+    req: Request<Incoming>,
+    up: SocketAddr,
+) -> (Response<ProxyBody>, &'static str) {
+    let default_policy;
+    let policy = match (d.retry_policy, d.retry_target) {
+        (Some(p), Some(_)) => Some(p),
+        (None, Some(_)) => {
+            default_policy = taskmesh_mesh::RetryPolicy::app_mesh_default();
+            Some(&default_policy)
+        }
+        _ => None,
     };
-    match result {
-        Ok(resp) => {
-            let (mut parts, body) = resp.into_parts();
-            http_forward::prepare_response(&mut parts.headers);
-            (Response::from_parts(parts, Either::Left(body)), "-")
-        }
-        Err(e) if e.is_connect() => {
-            d.stats.connect_failure();
-            tracing::warn!(error = %e, "upstream connect failure");
-            (
-                local_response(StatusCode::SERVICE_UNAVAILABLE, "upstream connect error\n"),
-                "UF",
-            )
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "upstream request failed");
-            (
-                local_response(StatusCode::BAD_GATEWAY, "upstream request failed\n"),
-                "UC",
-            )
-        }
+    let replay = (policy.is_some_and(|p| p.max_retries > 0) && replayable(&req)).then(|| Replay {
+        method: req.method().clone(),
+        path_and_query: req
+            .uri()
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
+        headers: req.headers().clone(),
+    });
+    let max = match (&replay, policy) {
+        (Some(_), Some(p)) => p.max_retries,
+        _ => 0,
+    };
+    let per_try = policy.and_then(|p| p.per_retry_timeout).filter(|_| max > 0);
+    let mut req = req.map(Either::Left);
+    let mut attempt = 0u32;
+    loop {
+        let send = shared.pool.send(req);
+        let result = match per_try {
+            Some(t) => tokio::time::timeout(t, send).await.ok(),
+            None => Some(send.await),
+        };
+        let can_retry = attempt < max;
+        let outcome = match result {
+            Some(Ok(resp)) => {
+                let status = resp.status().as_u16();
+                let retry = can_retry && policy.is_some_and(|p| p.status_codes.contains(&status));
+                if !retry {
+                    let (mut parts, body) = resp.into_parts();
+                    http_forward::prepare_response(&mut parts.headers);
+                    return (Response::from_parts(parts, Either::Left(body)), "-");
+                }
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "retries exhausted\n",
+                    "URX",
+                )
+            }
+            Some(Err(e)) if e.is_connect() => {
+                d.stats.connect_failure();
+                tracing::warn!(error = %e, attempt, "upstream connect failure");
+                if !(can_retry && policy.is_some_and(|p| p.on_connect_failure)) {
+                    return (
+                        local_response(StatusCode::SERVICE_UNAVAILABLE, "upstream connect error\n"),
+                        "UF",
+                    );
+                }
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "upstream connect error\n",
+                    "UF",
+                )
+            }
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, attempt, "upstream request failed");
+                if !(can_retry && policy.is_some_and(|p| p.on_reset)) {
+                    return (
+                        local_response(StatusCode::BAD_GATEWAY, "upstream request failed\n"),
+                        "UC",
+                    );
+                }
+                (StatusCode::BAD_GATEWAY, "upstream request failed\n", "UC")
+            }
+            None => {
+                if !can_retry {
+                    return (
+                        local_response(StatusCode::GATEWAY_TIMEOUT, "upstream request timeout\n"),
+                        "UT",
+                    );
+                }
+                (
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "upstream request timeout\n",
+                    "UT",
+                )
+            }
+        };
+        let (Some(r), Some((discovery, port))) = (&replay, d.retry_target) else {
+            return (local_response(outcome.0, outcome.1), outcome.2);
+        };
+        attempt += 1;
+        tokio::time::sleep(std::time::Duration::from_millis(25 * u64::from(attempt))).await;
+        let next = shared
+            .resolver
+            .endpoint(discovery, port)
+            .await
+            .unwrap_or(up);
+        let uri = http::Uri::builder()
+            .scheme(http::uri::Scheme::HTTP)
+            .authority(next.to_string().as_str())
+            .path_and_query(r.path_and_query.clone())
+            .build();
+        let Ok(uri) = uri else {
+            return (local_response(outcome.0, outcome.1), outcome.2);
+        };
+        let mut again = Request::new(Either::Right(http_body_util::Empty::new()));
+        *again.method_mut() = r.method.clone();
+        *again.uri_mut() = uri;
+        *again.headers_mut() = r.headers.clone();
+        req = again;
     }
 }
 
@@ -276,6 +393,8 @@ async fn decide<'t>(
                 target: &target.name,
                 stats,
                 timeout: m.route.timeout.per_request,
+                retry_policy: m.route.retry_policy.as_ref(),
+                retry_target: Some((&target.discovery, port)),
             }
         }
         HttpRouting::NoRoute { virtual_service } => Decision {
@@ -287,6 +406,8 @@ async fn decide<'t>(
                 (virtual_service, "", "")
             }),
             timeout: None,
+            retry_policy: None,
+            retry_target: None,
         },
         HttpRouting::UnknownDestination => {
             let host = host_only(authority);
@@ -325,6 +446,8 @@ async fn decide<'t>(
                 target: "",
                 stats,
                 timeout: None,
+                retry_policy: None,
+                retry_target: None,
             }
         }
     }

@@ -104,7 +104,7 @@ async fn handle(conn: &Conn, mut req: Request<Incoming>) -> Response<ProxyBody> 
             "DI",
         ),
         Ok(_) => {
-            let send = shared.pool.send(req);
+            let send = shared.pool.send(req.map(Either::Left));
             let res = match conn.timeout {
                 Some(t) => tokio::time::timeout(t, send).await.ok(),
                 None => Some(send.await),

@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
+use bytes::Bytes;
 use http::{Request, Response};
+use http_body_util::{Either, Empty};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -40,10 +42,13 @@ impl UpstreamError {
     }
 }
 
+/// Body of an upstream request: the client's stream, or nothing (replayed retries).
+pub type UpstreamBody = Either<Incoming, Empty<Bytes>>;
+
 /// Pooled upstream client.
 #[derive(Clone)]
 pub struct UpstreamPool {
-    client: Client<HttpConnector, Incoming>,
+    client: Client<HttpConnector, UpstreamBody>,
 }
 
 impl UpstreamPool {
@@ -64,7 +69,10 @@ impl UpstreamPool {
     }
 
     /// Sends `req` (absolute URI) and returns the response head with its streaming body.
-    pub async fn send(&self, req: Request<Incoming>) -> Result<Response<Incoming>, UpstreamError> {
+    pub async fn send(
+        &self,
+        req: Request<UpstreamBody>,
+    ) -> Result<Response<Incoming>, UpstreamError> {
         let addr = req
             .uri()
             .authority()

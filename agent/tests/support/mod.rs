@@ -32,7 +32,8 @@ pub struct Backend {
 
 /// Starts an HTTP/1.1 backend that answers every request with `200`, body = its name (or the
 /// request body), `x-backend: <name>`, `x-path`, and every request header echoed as
-/// `x-h-<name>`. `/slow/<ms>` waits that long first; `/status/<code>` answers <code>.
+/// `x-h-<name>`. `/slow/<ms>` waits that long first; `/status/<code>` answers <code>;
+/// `/flaky` answers 503 except on every third request to this backend.
 pub async fn http_backend(name: &str) -> Backend {
     let listener = TcpListener::bind("127.0.0.1:0")
         .await
@@ -58,8 +59,8 @@ pub fn http_backend_on(listener: TcpListener, name: &str) -> Backend {
                     let name = name.clone();
                     let hits = hits.clone();
                     async move {
-                        hits.fetch_add(1, Ordering::Relaxed);
-                        Ok::<_, Infallible>(answer(&name, req).await)
+                        let n = hits.fetch_add(1, Ordering::Relaxed);
+                        Ok::<_, Infallible>(answer(&name, n, req).await)
                     }
                 });
                 let _ = hyper::server::conn::http1::Builder::new()
@@ -75,7 +76,7 @@ pub fn http_backend_on(listener: TcpListener, name: &str) -> Backend {
     }
 }
 
-async fn answer(name: &str, req: Request<Incoming>) -> Response<Full<Bytes>> {
+async fn answer(name: &str, hit: u64, req: Request<Incoming>) -> Response<Full<Bytes>> {
     let path = req.uri().path().to_string();
     let seen: Vec<(String, http::HeaderValue)> = req
         .headers()
@@ -85,6 +86,8 @@ async fn answer(name: &str, req: Request<Incoming>) -> Response<Full<Bytes>> {
     let status = if let Some(ms) = path.strip_prefix("/slow/") {
         tokio::time::sleep(Duration::from_millis(ms.parse().unwrap_or(0))).await;
         StatusCode::OK
+    } else if path == "/flaky" && hit % 3 != 2 {
+        StatusCode::SERVICE_UNAVAILABLE
     } else if let Some(code) = path.strip_prefix("/status/") {
         StatusCode::from_u16(code.parse().unwrap_or(500))
             .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
