@@ -26,7 +26,10 @@ pub fn split_authority(authority: &str) -> (&str, Option<u16>) {
 }
 
 /// Looks `host` up in a map keyed by lowercase names, without allocating.
-pub(super) fn lookup(map: &HashMap<Box<str>, u32>, host: &str) -> Option<u32> {
+pub(super) fn lookup<S: std::hash::BuildHasher>(
+    map: &HashMap<Box<str>, u32, S>,
+    host: &str,
+) -> Option<u32> {
     if !host.bytes().any(|b| b.is_ascii_uppercase()) {
         return map.get(host).copied();
     }

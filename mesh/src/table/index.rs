@@ -17,7 +17,7 @@ pub(crate) struct RouteIndex {
     /// In App Mesh order.
     pub routes: Box<[CompiledRoute]>,
     /// Exact path → ranks.
-    pub exact: HashMap<Box<str>, Box<[u32]>>,
+    pub exact: HashMap<Box<str>, Box<[u32]>, super::FastHash>,
     /// Prefix trie; node 0 is the root (the empty prefix).
     pub trie: Box<[TrieNode]>,
     /// Ranks of routes checked for every request.

@@ -24,6 +24,10 @@ use crate::model::{EgressFilterType, LoggingSpec, VirtualServiceProvider};
 use crate::node::NodeRef;
 use index::RouteIndex;
 
+/// The hasher of the per-request maps (host and exact-path lookups): foldhash, fast on short
+/// keys and seeded per process.
+pub(crate) type FastHash = foldhash::fast::RandomState;
+
 /// What happens to traffic for destinations that are not backends of this node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EgressFilter {
@@ -43,7 +47,7 @@ pub struct RouteTable {
     pub(crate) targets: Vec<TargetNode>,
     pub(crate) services: Vec<Service>,
     /// Lowercase virtual-service name → index into `services`.
-    pub(crate) by_host: HashMap<Box<str>, u32>,
+    pub(crate) by_host: HashMap<Box<str>, u32, FastHash>,
     pub(crate) providers: Vec<Provider>,
     /// (port, service, provider, provider port) of TCP listeners, sorted by port; the first
     /// backend on a port wins (two TCP backends on one port cannot be told apart).
@@ -102,7 +106,7 @@ impl RouteTable {
             problems: Vec::new(),
         };
         let mut services = Vec::new();
-        let mut by_host: HashMap<Box<str>, u32> = HashMap::new();
+        let mut by_host: HashMap<Box<str>, u32, FastHash> = HashMap::default();
         let mut providers: Vec<Provider> = Vec::new();
         let mut provider_ix: HashMap<(bool, &str), u32> = HashMap::new();
         for backend in &me.spec.backends {
