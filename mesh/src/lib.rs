@@ -60,7 +60,7 @@ mod validate;
 
 pub use document::{DocumentError, MeshDocument, Problem};
 pub use node::{NodeRef, NodeRefError};
-pub use router::{HttpRequestView, HttpRouting, RouteMatch, TcpRouting};
+pub use router::{HttpRequestView, HttpRouting, RouteMatch, TcpRouting, normalize_path};
 pub use table::{
     CompiledRoute, ConnectionPool, Discovery, DnsResponseType, EgressFilter, HealthCheck, Listener,
     ListenerTimeouts, ListenerTls, OutlierDetection, Protocol, RetryPolicy, RouteKind, RouteTable,

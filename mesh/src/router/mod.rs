@@ -9,9 +9,11 @@
 mod authority;
 mod lookup;
 mod matcher;
+mod normalize;
 mod weighted;
 
 pub use authority::split_authority;
+pub use normalize::normalize_path;
 
 use crate::table::{CompiledRoute, Protocol, RouteTable, WeightedTarget};
 
@@ -26,6 +28,8 @@ pub struct HttpRequestView<'a> {
     pub method: &'a http::Method,
     /// `"http"` or `"https"`.
     pub scheme: &'a str,
+    /// Request target; App Mesh normalised it first ([`normalize_path`]), which the caller
+    /// does so that what is matched is also what is forwarded.
     pub path_and_query: &'a str,
     pub headers: &'a http::HeaderMap,
 }
