@@ -2,8 +2,8 @@
 //! `logging.accessLog.file.path` (`/dev/stdout` also works there).
 
 use std::fs::{File, OpenOptions};
-use std::io::Write;
-use std::sync::Mutex;
+use std::io::{BufWriter, Write};
+use std::sync::{Arc, mpsc};
 use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
@@ -43,42 +43,89 @@ pub struct Entry<'a> {
     pub flags: &'a str,
 }
 
-/// The writer.
-#[derive(Default)]
+/// The writer: lines are serialized on the request's task and handed to one background
+/// thread that writes them through a buffer (flushed whenever the queue runs empty), so a
+/// request never waits on stdout or the disk.
 pub struct AccessLog {
-    file: Mutex<Option<(String, File)>>,
+    tx: Option<mpsc::SyncSender<(Option<Arc<str>>, Vec<u8>)>>,
+}
+
+/// Lines queued beyond this are dropped rather than slowing traffic down.
+const QUEUE: usize = 65_536;
+
+impl Default for AccessLog {
+    fn default() -> Self {
+        AccessLog::new()
+    }
 }
 
 impl AccessLog {
-    /// Writes `entry` to `path` (when given) or stdout.
-    pub fn write(&self, path: Option<&str>, entry: &Entry<'_>) {
+    /// Starts the writer thread.
+    pub fn new() -> AccessLog {
+        let (tx, rx) = mpsc::sync_channel::<(Option<Arc<str>>, Vec<u8>)>(QUEUE);
+        let spawned = std::thread::Builder::new()
+            .name("access-log".into())
+            .spawn(move || writer(rx));
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "cannot start the access-log thread; access log off");
+            return AccessLog { tx: None };
+        }
+        AccessLog { tx: Some(tx) }
+    }
+
+    /// Queues `entry` for `path` (when given) or stdout.
+    pub fn write(&self, path: Option<&Arc<str>>, entry: &Entry<'_>) {
         let Ok(mut line) = serde_json::to_vec(entry) else {
             return;
         };
         line.push(b'\n');
-        match path {
+        if let Some(tx) = &self.tx {
+            let _ = tx.try_send((path.cloned(), line));
+        }
+    }
+}
+
+fn writer(rx: mpsc::Receiver<(Option<Arc<str>>, Vec<u8>)>) {
+    let mut stdout = BufWriter::with_capacity(64 * 1024, std::io::stdout());
+    let mut file: Option<(Arc<str>, BufWriter<File>)> = None;
+    let mut next = rx.recv().ok();
+    while let Some((path, line)) = next.take() {
+        match path.as_deref() {
             None | Some("/dev/stdout") => {
-                let _ = std::io::stdout().lock().write_all(&line);
+                let _ = stdout.write_all(&line);
             }
             Some(p) => {
-                let Ok(mut guard) = self.file.lock() else {
-                    return;
-                };
-                if guard.as_ref().map(|(q, _)| q.as_str()) != Some(p) {
+                if file.as_ref().map(|(q, _)| &**q) != Some(p) {
+                    if let Some((_, mut f)) = file.take() {
+                        let _ = f.flush();
+                    }
                     match OpenOptions::new().create(true).append(true).open(p) {
-                        Ok(f) => *guard = Some((p.to_string(), f)),
+                        Ok(f) => file = Some((Arc::from(p), BufWriter::new(f))),
                         Err(e) => {
                             tracing::warn!(path = p, error = %e, "cannot open access log; using stdout");
-                            let _ = std::io::stdout().lock().write_all(&line);
-                            return;
                         }
                     }
                 }
-                if let Some((_, f)) = guard.as_mut() {
-                    let _ = f.write_all(&line);
+                match file.as_mut() {
+                    Some((_, f)) => {
+                        let _ = f.write_all(&line);
+                    }
+                    None => {
+                        let _ = stdout.write_all(&line);
+                    }
                 }
             }
         }
+        next = match rx.try_recv() {
+            Ok(x) => Some(x),
+            Err(_) => {
+                let _ = stdout.flush();
+                if let Some((_, f)) = file.as_mut() {
+                    let _ = f.flush();
+                }
+                rx.recv().ok()
+            }
+        };
     }
 }
 

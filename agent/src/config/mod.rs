@@ -32,7 +32,7 @@ pub struct ActiveConfig {
     /// When it was installed.
     pub loaded_at: SystemTime,
     /// `logging.accessLog.file.path` of this node, if any.
-    pub access_log_path: Option<String>,
+    pub access_log_path: Option<Arc<str>>,
     /// Per (route, target) metric handles, filled lazily, so the hot path never builds labels.
     stats: RwLock<HashMap<(usize, usize), Arc<RouteStats>>>,
 }
@@ -88,12 +88,12 @@ impl ActiveConfig {
 }
 
 /// `virtualNodes[name=node].spec.logging.accessLog.file.path` of the canonical document.
-fn access_log_path(doc: &serde_json::Value, node: &str) -> Option<String> {
+fn access_log_path(doc: &serde_json::Value, node: &str) -> Option<Arc<str>> {
     doc.get("virtualNodes")?
         .as_array()?
         .iter()
         .find(|n| n.get("virtualNodeName").and_then(|v| v.as_str()) == Some(node))?
         .pointer("/spec/logging/accessLog/file/path")?
         .as_str()
-        .map(str::to_string)
+        .map(Arc::from)
 }

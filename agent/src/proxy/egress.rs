@@ -160,7 +160,7 @@ async fn handle(conn: &Conn, mut req: Request<Incoming>) -> Response<ProxyBody> 
     let status = resp.status().as_u16();
     decision.stats.response(status, start.elapsed());
     shared.access_log.write(
-        cfg.access_log_path.as_deref(),
+        cfg.access_log_path.as_ref(),
         &Entry {
             start_time: access_log::epoch_secs(started_at),
             direction: "egress",

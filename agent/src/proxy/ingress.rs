@@ -142,7 +142,7 @@ async fn handle(conn: &Conn, mut req: Request<Incoming>) -> Response<ProxyBody> 
     let cfg = shared.config.load();
     let app = conn.app.to_string();
     shared.access_log.write(
-        cfg.as_ref().and_then(|c| c.access_log_path.as_deref()),
+        cfg.as_ref().and_then(|c| c.access_log_path.as_ref()),
         &Entry {
             start_time: access_log::epoch_secs(started_at),
             direction: "ingress",
