@@ -47,8 +47,11 @@ pub struct Entry<'a> {
 /// thread that writes them through a buffer (flushed whenever the queue runs empty), so a
 /// request never waits on stdout or the disk.
 pub struct AccessLog {
-    tx: Option<mpsc::SyncSender<(Option<Arc<str>>, Vec<u8>)>>,
+    tx: Option<mpsc::SyncSender<Line>>,
 }
+
+/// One queued line and the file it goes to (`None`: stdout).
+type Line = (Option<Arc<str>>, Vec<u8>);
 
 /// Lines queued beyond this are dropped rather than slowing traffic down.
 const QUEUE: usize = 65_536;
@@ -62,7 +65,7 @@ impl Default for AccessLog {
 impl AccessLog {
     /// Starts the writer thread.
     pub fn new() -> AccessLog {
-        let (tx, rx) = mpsc::sync_channel::<(Option<Arc<str>>, Vec<u8>)>(QUEUE);
+        let (tx, rx) = mpsc::sync_channel::<Line>(QUEUE);
         let spawned = std::thread::Builder::new()
             .name("access-log".into())
             .spawn(move || writer(rx));
@@ -85,7 +88,7 @@ impl AccessLog {
     }
 }
 
-fn writer(rx: mpsc::Receiver<(Option<Arc<str>>, Vec<u8>)>) {
+fn writer(rx: mpsc::Receiver<Line>) {
     let mut stdout = BufWriter::with_capacity(64 * 1024, std::io::stdout());
     let mut file: Option<(Arc<str>, BufWriter<File>)> = None;
     let mut next = rx.recv().ok();
