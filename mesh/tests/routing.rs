@@ -468,6 +468,7 @@ fn full_mesh() -> RouteTable {
                 "listeners": [{"portMapping": {"port": 3000, "protocol": "http"},
                     "timeout": {"http": {"perRequest": {"value": 0, "unit": "s"}}}}],
                 "serviceDiscovery": {"dns": {"hostname": "client.local"}},
+                "backendDefaults": {"clientPolicy": {"tls": {"validation": {"trust": {"file": {"certificateChain": "/ca.pem"}}}}}},
                 "backends": backends}}]});
     let doc = MeshDocument::from_value(doc).unwrap_or_else(|e| panic!("{e}"));
     RouteTable::compile(
@@ -666,4 +667,10 @@ fn defaults_and_policies_in_the_table() {
     assert!(m.route.retry_policy.is_none());
     assert!(t.targets().iter().any(|n| &*n.name == "web"));
     assert_eq!(t.routes().count(), 9 + 1);
+    let tls = t
+        .client_tls("Multi.Local")
+        .expect("backend defaults apply to every backend");
+    assert!(tls.enforce(), "enforce defaults to true");
+    assert!(tls.ports.is_empty());
+    assert!(t.client_tls("nowhere.local").is_none());
 }

@@ -26,7 +26,7 @@ pub fn split_authority(authority: &str) -> (&str, Option<u16>) {
 }
 
 /// Looks `host` up in a map keyed by lowercase names, without allocating.
-pub(super) fn lookup<S: std::hash::BuildHasher>(
+pub(crate) fn lookup<S: std::hash::BuildHasher>(
     map: &HashMap<Box<str>, u32, S>,
     host: &str,
 ) -> Option<u32> {

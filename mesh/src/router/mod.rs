@@ -12,6 +12,7 @@ mod matcher;
 mod normalize;
 mod weighted;
 
+pub(crate) use authority::lookup as lookup_host;
 pub use authority::split_authority;
 pub use normalize::normalize_path;
 

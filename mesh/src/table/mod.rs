@@ -20,7 +20,7 @@ pub use route::{CompiledRoute, RetryPolicy, RouteKind, RouteTimeouts, WeightedTa
 pub use target::{Discovery, DnsResponseType, TargetNode};
 
 use crate::document::{DocumentError, MeshDocument, Problem, join};
-use crate::model::{EgressFilterType, LoggingSpec, VirtualServiceProvider};
+use crate::model::{ClientPolicyTls, EgressFilterType, LoggingSpec, VirtualServiceProvider};
 use crate::node::NodeRef;
 use index::RouteIndex;
 
@@ -60,6 +60,8 @@ pub struct RouteTable {
 pub(crate) struct Service {
     pub name: Box<str>,
     pub provider: Option<u32>,
+    /// The backend's client TLS policy, else the node's backend defaults.
+    pub client_tls: Option<ClientPolicyTls>,
 }
 
 /// A compiled provider (virtual router, or virtual node reached directly).
@@ -148,9 +150,19 @@ impl RouteTable {
                 }
             };
             by_host.insert(lower, u32::try_from(services.len()).unwrap_or(u32::MAX));
+            let crate::model::Backend::VirtualService(vsb) = backend;
+            let client_tls = vsb
+                .client_policy
+                .as_ref()
+                .and_then(|p| p.tls.clone())
+                .or_else(|| {
+                    let defaults = me.spec.backend_defaults.as_ref()?;
+                    defaults.client_policy.as_ref()?.tls.clone()
+                });
             services.push(Service {
                 name: name.into(),
                 provider,
+                client_tls,
             });
         }
         if !b.problems.is_empty() {
@@ -242,6 +254,13 @@ impl RouteTable {
                     .find(|pp| pp.port == port)
                     .map(|pp| pp.protocol)
             })
+    }
+
+    /// The client TLS policy towards backend `virtual_service` (its own `clientPolicy`, else
+    /// the node's `backendDefaults`); `enforce()` defaults to true, empty `ports` = all ports.
+    pub fn client_tls(&self, virtual_service: &str) -> Option<&ClientPolicyTls> {
+        let i = crate::router::lookup_host(&self.by_host, virtual_service)?;
+        self.services.get(i as usize)?.client_tls.as_ref()
     }
 
     /// The access-log path of this node (`logging.accessLog.file.path`), if set.
