@@ -930,17 +930,19 @@ Resources:
         assert_eq!(doc["virtualNodes"][0]["virtualNodeName"], "n-${Literal}");
     }
 
-    /// The real App Mesh templates among the fixtures (tests/fixtures/ecs-taskdefs/).
+    /// The real App Mesh templates among the fixtures: the repository's copy
+    /// (`tests/fixtures/ecs-taskdefs/`), else the shared originals beside the workspace.
     fn fixture(name: &str) -> Yaml {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../tests/fixtures/ecs-taskdefs")
-            .join(name);
-        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
-            panic!(
-                "fixture {} is missing ({e}); it is part of the repository",
-                path.display()
-            )
-        });
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let candidates = [
+            root.join("tests/fixtures/ecs-taskdefs").join(name),
+            root.join("../shared/fixtures/ecs-taskdefs").join(name),
+        ];
+        let Some(path) = candidates.iter().find(|p| p.is_file()) else {
+            panic!("fixture {name} is missing: looked in {candidates:?}");
+        };
+        let text =
+            std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         serde_yaml_ng::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
     }
 
