@@ -31,7 +31,12 @@ async fn every_match_kind_and_priority_end_to_end() {
     let direct = http_backend("direct").await;
     let r = "svc-router";
     let doc = DocBuilder::new("DROP_ALL")
-        .node("front", app.addr.port(), "http", &["svc.local", "direct.local"])
+        .node(
+            "front",
+            app.addr.port(),
+            "http",
+            &["svc.local", "direct.local", "ports.local"],
+        )
         .node("blue", blue.addr.port(), "http", &[])
         .node("green", green.addr.port(), "http", &[])
         .node("red", red.addr.port(), "http", &[])
@@ -53,7 +58,17 @@ async fn every_match_kind_and_priority_end_to_end() {
         .http_route(r, "prio-low", Some(30), json!({"prefix": "/prio"}), &[("green", 1)])
         .http_route(r, "prio-high", Some(0), json!({"prefix": "/prio"}), &[("blue", 1)])
         .http_route(r, "default", Some(100), json!({"prefix": "/"}), &[("gray", 1)])
+        .routed_service("ports.local", "pr", 9080, "http")
+        .http_route("pr", "p9080", None, json!({"prefix": "/", "port": 9080}), &[("blue", 1)])
+        .http_route("pr", "p9090", None, json!({"prefix": "/", "port": 9090}), &[("red", 1)])
         .json();
+    // Router "pr" also listens on 9090: with two listeners every route names its port.
+    let mut v: serde_json::Value = serde_json::from_str(&doc).unwrap();
+    v["virtualRouters"][1]["spec"]["listeners"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"portMapping": {"port": 9090, "protocol": "http"}}));
+    let doc = v.to_string();
     let world = World::new(&doc);
     let agent = world.start("front").await;
     let c = HttpClient::new();
@@ -117,6 +132,8 @@ async fn every_match_kind_and_priority_end_to_end() {
         (req(Method::GET, "svc.local", "/q?a=2", &[]), "gray"),
         (req(Method::GET, "svc.local", "/s", &[]), "green"),
         (req(Method::GET, "svc.local", "/prio", &[]), "blue"),
+        (req(Method::GET, "ports.local:9090", "/", &[]), "red"),
+        (req(Method::GET, "ports.local:9080", "/", &[]), "blue"),
         (req(Method::GET, "svc.local:9080", "/prio", &[]), "blue"),
         (req(Method::GET, "direct.local", "/anything", &[]), "direct"),
     ];
