@@ -23,13 +23,12 @@ pub const EXIT_IO: i32 = 3;
 /// The exit code for an error: 2 when a [`TransformError`] (bad input or usage) is in its
 /// chain, else 3.
 pub fn exit_code(e: &anyhow::Error) -> i32 {
-    if e.chain()
-        .any(|c| c.downcast_ref::<TransformError>().is_some())
-    {
-        EXIT_USAGE
-    } else {
-        EXIT_IO
-    }
+    let bad_input = e.chain().any(|c| {
+        c.downcast_ref::<TransformError>().is_some()
+            || c.downcast_ref::<crate::meshdoc::FromTemplateError>()
+                .is_some()
+    });
+    if bad_input { EXIT_USAGE } else { EXIT_IO }
 }
 
 /// Run a parsed command line; returns the exit code on success (0, or 1 from `check`).
