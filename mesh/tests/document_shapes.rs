@@ -165,6 +165,29 @@ fn single_raw_bodies_and_wrapped_single_resources() {
 }
 
 #[test]
+fn multi_document_yaml_of_describe_outputs() {
+    let parts: Vec<String> = [
+        json!({"virtualService": noisy(service(), json!("2022-04-06T13:48:20.749000-05:00"))}),
+        json!({"virtualRouter": noisy(router(), json!(1))}),
+        json!({"route": noisy(route(), json!(1))}),
+        json!({"virtualNode": noisy(node("colorteller-white"), json!(1))}),
+        json!({"virtualNode": noisy(node("colorteller-blue"), json!(1))}),
+        json!({"mesh": noisy(json!({"spec": {"egressFilter": {"type": "DROP_ALL"}}}), json!(1))}),
+    ]
+    .iter()
+    .map(|v| serde_yaml_ng::to_string(v).unwrap())
+    .collect();
+    let yaml = parts.join("---\n");
+    let doc = MeshDocument::from_slice(yaml.as_bytes()).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(doc.to_json_value(), expected());
+    let err = MeshDocument::from_slice(b"meshName: m\n---\n: [").unwrap_err();
+    assert!(
+        matches!(err, DocumentError::Syntax { format: "YAML", .. }),
+        "{err}"
+    );
+}
+
+#[test]
 fn mesh_wrapper_around_a_document() {
     let wrapped = json!({"mesh": canonical()});
     let doc = MeshDocument::from_slice(&serde_json::to_vec(&wrapped).unwrap()).unwrap();

@@ -46,10 +46,29 @@ pub(crate) fn parse_bytes(bytes: &[u8]) -> Result<Value, DocumentError> {
             }
         }
     }
-    serde_yaml_ng::from_slice::<Value>(bytes).map_err(|e| DocumentError::Syntax {
+    parse_yaml(bytes)
+}
+
+/// YAML, possibly several documents (`---`): several become a list, like a JSON array of
+/// `describe-*` outputs.
+fn parse_yaml(bytes: &[u8]) -> Result<Value, DocumentError> {
+    use serde::Deserialize;
+    let syntax = |e: serde_yaml_ng::Error| DocumentError::Syntax {
         format: "YAML",
         message: e.to_string(),
-    })
+    };
+    let mut docs = Vec::new();
+    for de in serde_yaml_ng::Deserializer::from_slice(bytes) {
+        docs.push(Value::deserialize(de).map_err(syntax)?);
+    }
+    match docs.len() {
+        0 => Err(DocumentError::Syntax {
+            format: "YAML",
+            message: "the document is empty".into(),
+        }),
+        1 => Ok(docs.pop().unwrap_or(Value::Null)),
+        _ => Ok(Value::Array(docs)),
+    }
 }
 
 /// Joins a path prefix and a segment (`""+"routes[0]"`, `"[3]"+"route"` → `"[3].route"`).
