@@ -94,6 +94,21 @@ async fn ecs_hook_fails_closed_when_the_revision_cannot_be_read() {
     );
 }
 
+/// Every number and boolean turned into a string, as CloudFormation hands properties to hooks.
+fn stringified(v: &Value) -> Value {
+    match v {
+        Value::Bool(b) => json!(b.to_string()),
+        Value::Number(n) => json!(n.to_string()),
+        Value::Array(items) => Value::Array(items.iter().map(stringified).collect()),
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .map(|(k, v)| (k.clone(), stringified(v)))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}
+
 fn cfn_hook(event: &Value) -> Value {
     let parsed: CfnHookEvent = serde_json::from_value(event.clone()).unwrap();
     serde_json::to_value(handle_cfn_hook(&parsed)).unwrap()
@@ -127,6 +142,10 @@ fn cfn_hook_refuses_unmeshed_and_admits_meshed_task_definitions() {
     let out = cfn_hook(&ok);
     assert_eq!(out["hookStatus"], "SUCCESS", "{out:#}");
     assert!(out.get("errorCode").is_none());
+    // As a hook really receives them: every number and boolean a string.
+    ok["requestData"]["targetModel"]["resourceProperties"] = stringified(&meshed["fragment"]);
+    let out = cfn_hook(&ok);
+    assert_eq!(out["hookStatus"], "SUCCESS", "{out:#}");
 
     // Deletes and other resource types are not its business.
     let mut delete = input.clone();
