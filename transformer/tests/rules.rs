@@ -568,3 +568,142 @@ fn bad_cfn_resources_are_refused_with_their_location() {
         "{e}"
     );
 }
+
+fn findings(td: &Value) -> Vec<String> {
+    check_task_definition(td, &loc())
+        .iter()
+        .map(ToString::to_string)
+        .collect()
+}
+
+fn assert_finding(td: &Value, needle: &str) {
+    let f = findings(td);
+    assert!(
+        f.iter().any(|x| x.contains(needle)),
+        "no finding with {needle:?}: {f:#?}"
+    );
+}
+
+#[test]
+fn check_rules_each_produce_a_located_finding() {
+    let meshed = inject_task_definition(&fargate(), &opts(), &loc())
+        .unwrap()
+        .value;
+    assert!(findings(&meshed).is_empty());
+
+    let mut td = meshed.clone();
+    td["networkMode"] = json!("bridge");
+    assert_finding(
+        &td,
+        "error: td.json: field networkMode: proxyConfiguration needs networkMode awsvpc",
+    );
+
+    let mut td = meshed.clone();
+    td["proxyConfiguration"]["type"] = json!("ISTIO");
+    assert_finding(&td, "field proxyConfiguration.type: type must be APPMESH");
+
+    let mut td = meshed.clone();
+    td["proxyConfiguration"]["properties"][0]["value"] = Value::Null;
+    assert_finding(
+        &td,
+        "field proxyConfiguration.properties[0]: property IgnoredUID has no value",
+    );
+
+    let mut td = meshed.clone();
+    td["proxyConfiguration"]["properties"][1]["value"] = json!(15000);
+    assert_finding(
+        &td,
+        "property ProxyIngressPort value 15000 must be a string",
+    );
+
+    let mut td = meshed.clone();
+    td["proxyConfiguration"]["properties"][0]["value"] = json!("1000");
+    assert_finding(
+        &td,
+        "container 'taskmesh-agent': field user: user '1337' is not the IgnoredUID 1000",
+    );
+
+    let mut td = meshed.clone();
+    td["proxyConfiguration"]["containerName"] = json!("ghost");
+    assert_finding(&td, "names container 'ghost', which does not exist");
+
+    let mut td = meshed.clone();
+    td["containerDefinitions"][1]["healthCheck"]["interval"] = json!(1);
+    assert_finding(
+        &td,
+        "container 'taskmesh-agent': field healthCheck.interval: interval 1 is outside the ECS range 5–300",
+    );
+
+    let mut td = meshed.clone();
+    td["containerDefinitions"][1]["healthCheck"]["command"] = json!(["CMD-SHELL", "exit 0"]);
+    assert_finding(&td, "always passes");
+
+    let mut td = meshed.clone();
+    td["containerDefinitions"][1]["healthCheck"]["command"] = json!(["sh", "-c", "true"]);
+    assert_finding(&td, "must start with CMD or CMD-SHELL");
+
+    let mut td = meshed.clone();
+    td["containerDefinitions"][1]["essential"] = json!(false);
+    assert_finding(&td, "field essential: the proxy must be essential");
+
+    let mut td = meshed.clone();
+    td["containerDefinitions"][0]
+        .as_object_mut()
+        .unwrap()
+        .remove("dependsOn");
+    assert_finding(
+        &td,
+        "container 'web': field dependsOn: does not wait for the proxy",
+    );
+
+    let mut td = meshed.clone();
+    td["containerDefinitions"][0]["dependsOn"] =
+        json!([{"containerName": "taskmesh-agent", "condition": "SUCCESS"}]);
+    assert_finding(
+        &td,
+        "condition SUCCESS on essential container 'taskmesh-agent'",
+    );
+
+    let mut td = meshed.clone();
+    td["containerDefinitions"][0]["linuxParameters"] =
+        json!({"capabilities": {"add": ["NET_ADMIN"]}});
+    assert_finding(
+        &td,
+        "container 'web': field linuxParameters.capabilities.add: NET_ADMIN on Fargate",
+    );
+
+    let mut td = meshed.clone();
+    td["containerDefinitions"][0]["portMappings"][0]["containerPort"] = json!(15000);
+    assert_finding(&td, "port 15000 is a proxy listener port");
+
+    let mut td = meshed.clone();
+    td["memory"] = json!("3000");
+    assert_finding(
+        &td,
+        "256 CPU units / 3000 MiB is not a valid Fargate task size",
+    );
+
+    let mut td = meshed.clone();
+    td["containerDefinitions"][0]["memory"] = json!(4096);
+    assert_finding(&td, "the containers need");
+
+    let mut td = meshed.clone();
+    let extra: Vec<Value> = (0..9)
+        .map(|i| json!({"name": format!("s{i}"), "image": "x", "user": "1337"}))
+        .collect();
+    td["containerDefinitions"]
+        .as_array_mut()
+        .unwrap()
+        .extend(extra);
+    assert_finding(&td, "11 containers; ECS allows at most 10");
+
+    let mut td = meshed.clone();
+    td["runtimePlatform"] = json!({"operatingSystemFamily": "WINDOWS_SERVER_2019_CORE"});
+    assert_finding(&td, "not supported for Windows");
+
+    let mut td = meshed;
+    td.as_object_mut().unwrap().remove("proxyConfiguration");
+    assert_finding(&td, "nothing redirects traffic to it");
+
+    assert_finding(&fargate(), "warning: td.json: not meshed");
+}
