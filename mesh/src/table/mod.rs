@@ -390,3 +390,15 @@ impl<'d> Builder<'d> {
         Some(Provider { ports })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_table_is_shareable_across_threads() {
+        fn assert_send_sync<T: Send + Sync + 'static>() {}
+        assert_send_sync::<RouteTable>();
+        assert_send_sync::<MeshDocument>();
+    }
+}
