@@ -191,3 +191,44 @@ async fn upstream_connect_failure_is_503_and_counted() {
     assert!(prom.contains("class=\"5xx\"} 1"));
     agent.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingress_listener_connection_pool_overflow_is_503() {
+    let app = http_backend("app").await;
+    let mut v: serde_json::Value = serde_json::from_str(
+        &DocBuilder::new("DROP_ALL")
+            .node("front", app.addr.port(), "http", &[])
+            .json(),
+    )
+    .unwrap();
+    v["virtualNodes"][0]["spec"]["listeners"][0]["connectionPool"] =
+        json!({"http": {"maxConnections": 1, "maxPendingRequests": 1}});
+    let world = World::new(&v.to_string());
+    let agent = world.start("front").await;
+    let ing = agent.ingress_addr;
+    let mut calls = Vec::new();
+    for _ in 0..3 {
+        calls.push(tokio::spawn(async move {
+            HttpClient::new()
+                .get(ing, "front", "/slow/600")
+                .await
+                .status
+        }));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut got = Vec::new();
+    for c in calls {
+        got.push(c.await.unwrap());
+    }
+    got.sort();
+    assert_eq!(
+        got,
+        vec![
+            StatusCode::OK,
+            StatusCode::OK,
+            StatusCode::SERVICE_UNAVAILABLE
+        ],
+        "one in flight, one queued, one over the pool"
+    );
+    agent.shutdown().await;
+}

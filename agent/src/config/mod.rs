@@ -15,7 +15,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::SystemTime;
 
-use taskmesh_mesh::{MeshDocument, NodeRef, RouteTable};
+use taskmesh_mesh::{ConnectionPool, MeshDocument, NodeRef, RouteTable};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::metrics::RouteStats;
 
@@ -33,6 +34,8 @@ pub struct ActiveConfig {
     pub loaded_at: SystemTime,
     /// `logging.accessLog.file.path` of this node, if any.
     pub access_log_path: Option<Arc<str>>,
+    /// Connection-pool limits of this node's listeners (ingress), by port.
+    pub ingress_limits: HashMap<u16, Arc<PoolLimit>>,
     /// Per (route, target) metric handles, filled lazily, so the hot path never builds labels.
     stats: RwLock<HashMap<(usize, usize), Arc<RouteStats>>>,
 }
@@ -57,7 +60,24 @@ impl ActiveConfig {
         let table = RouteTable::compile(&doc, node)?;
         let document = doc.to_json_value();
         let access_log_path = access_log_path(&document, &node.node);
+        let ingress_limits = table
+            .listeners()
+            .iter()
+            .filter_map(|l| {
+                let (max, pending) = match l.connection_pool? {
+                    ConnectionPool::Http {
+                        max_connections,
+                        max_pending_requests,
+                    } => (max_connections, max_pending_requests),
+                    ConnectionPool::Tcp { max_connections } => (max_connections, 0),
+                    ConnectionPool::Http2 { max_requests }
+                    | ConnectionPool::Grpc { max_requests } => (max_requests, 0),
+                };
+                Some((l.port, Arc::new(PoolLimit::new(max, pending))))
+            })
+            .collect();
         Ok(ActiveConfig {
+            ingress_limits,
             table,
             document,
             version,
@@ -84,6 +104,43 @@ impl ActiveConfig {
             return map.entry(key).or_insert(s).clone();
         }
         s
+    }
+}
+
+/// A listener's `connectionPool`: at most `max` requests (HTTP) or connections (TCP) to the
+/// app at once, up to `max_pending` more waiting; beyond that the caller gets 503 (Envoy's
+/// `UO` overflow). Counters start afresh with each installed document.
+pub struct PoolLimit {
+    slots: Arc<Semaphore>,
+    pending: std::sync::atomic::AtomicU32,
+    max_pending: u32,
+}
+
+impl PoolLimit {
+    fn new(max: u32, max_pending: u32) -> PoolLimit {
+        PoolLimit {
+            slots: Arc::new(Semaphore::new(
+                max.clamp(1, Semaphore::MAX_PERMITS as u32) as usize
+            )),
+            pending: std::sync::atomic::AtomicU32::new(0),
+            max_pending,
+        }
+    }
+
+    /// A slot, waiting in line when there is room in the queue; `None` on overflow.
+    pub async fn acquire(&self) -> Option<OwnedSemaphorePermit> {
+        use std::sync::atomic::Ordering;
+        if let Ok(p) = self.slots.clone().try_acquire_owned() {
+            return Some(p);
+        }
+        let queued = self.pending.fetch_add(1, Ordering::AcqRel);
+        if queued >= self.max_pending {
+            self.pending.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        let p = self.slots.clone().acquire_owned().await.ok();
+        self.pending.fetch_sub(1, Ordering::AcqRel);
+        p
     }
 }
 

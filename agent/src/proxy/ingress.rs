@@ -19,6 +19,7 @@ use crate::metrics::{Direction, RouteStats};
 
 struct Conn {
     shared: Arc<Shared>,
+    limit: Option<Arc<crate::config::PoolLimit>>,
     peer: SocketAddr,
     app: SocketAddr,
     timeout: Option<Duration>,
@@ -64,7 +65,20 @@ pub async fn serve_connection(
         // No document yet: only pass through what is clearly not HTTP.
         None => super::sniff_http(&stream, Duration::from_millis(300)).await != Some(true),
     };
+    let limit = cfg
+        .as_ref()
+        .and_then(|c| c.ingress_limits.get(&port).cloned());
     if is_tcp {
+        let _slot = match &limit {
+            Some(l) => match l.acquire().await {
+                Some(p) => Some(p),
+                None => {
+                    tracing::info!(%peer, port, "listener connection pool full; closing");
+                    return;
+                }
+            },
+            None => None,
+        };
         stats.request();
         let start = Instant::now();
         match tcp::forward(stream, app).await {
@@ -78,6 +92,7 @@ pub async fn serve_connection(
     }
     let conn = Arc::new(Conn {
         shared: shared.clone(),
+        limit,
         peer,
         app,
         timeout: listener.and_then(|l| l.timeout.per_request),
@@ -95,6 +110,20 @@ async fn handle(conn: &Conn, mut req: Request<Incoming>) -> Response<ProxyBody> 
     let started_at = SystemTime::now();
     let shared = &conn.shared;
     conn.stats.request();
+    let _slot = match &conn.limit {
+        Some(l) => match l.acquire().await {
+            Some(p) => Some(p),
+            None => {
+                let r = local_response(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "upstream connection pool overflow\n",
+                );
+                conn.stats.response(503, start.elapsed());
+                return r;
+            }
+        },
+        None => None,
+    };
     let method = req.method().clone();
     let path = req.uri().path_and_query().cloned();
     let authority = super::egress::authority_of(&req);
