@@ -325,6 +325,7 @@ virtualNodes:
   - virtualNodeName: colorgateway
     spec:
       listeners: [{portMapping: {port: 9080, protocol: http}}]
+      serviceDiscovery: {dns: {hostname: colorgateway.colorapp.local}}
       backends: [{virtualService: {virtualServiceName: colorteller.colorapp.local}}]
   - virtualNodeName: colorteller-white
     spec:
@@ -401,10 +402,9 @@ virtualNodes:
         assert_eq!(targets[0]["port"], 40001);
         assert!(targets[1].get("port").is_none());
         // The gateway was not placed: unchanged.
-        assert!(
-            v["virtualNodes"][0]["spec"]
-                .get("serviceDiscovery")
-                .is_none()
+        assert_eq!(
+            v["virtualNodes"][0]["spec"]["serviceDiscovery"]["dns"]["hostname"],
+            "colorgateway.colorapp.local"
         );
         let again = MeshDocument::from_value(v).expect("still valid");
         assert_eq!(
