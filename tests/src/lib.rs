@@ -12,6 +12,7 @@
 //! This library depends on none of the other taskmesh crates (they dev-depend on it).
 
 pub mod botocore;
+pub mod cargo_bin;
 pub mod cfnlint;
 pub mod ecs;
 pub mod error;
@@ -20,6 +21,7 @@ pub mod moto;
 pub mod netns;
 pub mod ports;
 pub mod process;
+pub mod task;
 pub mod venv;
 
 pub use error::HarnessError;
