@@ -171,8 +171,15 @@ fn assert_meshed_and_survived(name: &str, sent: &Value, trip: &RoundTrip) {
             trip.error
         )
     });
+    // DescribeTaskDefinition returns the tags beside the definition, not in it.
+    let mut body = sent.clone();
+    let sent_tags = body
+        .as_object_mut()
+        .and_then(|m| m.remove("tags"))
+        .unwrap_or_else(|| Value::Array(Vec::new()));
+    assert_eq!(sent_tags, Value::Array(trip.tags.clone()), "{name}: tags");
     let mut diffs = Vec::new();
-    missing_from(sent, stored, "", &mut diffs);
+    missing_from(&body, stored, "", &mut diffs);
     assert!(
         diffs.is_empty(),
         "{name}: lost in ECS round trip:\n{}",
@@ -477,4 +484,48 @@ fn cfn_fixtures_inject_without_new_cfn_lint_errors() {
         "inject added cfn-lint errors:\n{}",
         problems.join("\n")
     );
+}
+
+#[test]
+fn wrapped_describe_output_becomes_a_registrable_definition_with_its_tags() {
+    // What `aws ecs describe-task-definition --include TAGS` prints for a registered revision of
+    // fixture #15: the definition wrapped, with every read-only member and the tags beside it.
+    let fixture = fixtures::ecs_taskdef("task-definition.json.at-777e820.json");
+    let mut td = read_json(&fixture.path);
+    let extra = serde_json::json!({
+        "taskDefinitionArn": "arn:aws:ecs:us-east-1:123456789012:task-definition/httpd:7",
+        "revision": 7,
+        "status": "ACTIVE",
+        "requiresAttributes": [{"name": "com.amazonaws.ecs.capability.docker-remote-api.1.18"}],
+        "compatibilities": ["EC2", "FARGATE"],
+        "registeredAt": "2026-11-20T10:00:00.000000+00:00",
+        "registeredBy": "arn:aws:iam::123456789012:user/ci",
+        "deregisteredAt": null,
+        "pidMode": null
+    });
+    for (key, value) in extra.as_object().expect("object") {
+        td[key.as_str()] = value.clone();
+    }
+    let tags = serde_json::json!([{"key": "team", "value": "web"}]);
+    let describe = serde_json::json!({"taskDefinition": td, "tags": tags});
+    let dir = tempfile::tempdir().expect("tempdir");
+    let input = dir.path().join("describe.json");
+    std::fs::write(&input, serde_json::to_vec_pretty(&describe).expect("json")).expect("write");
+    let wrapped = Fixture {
+        path: input,
+        kind: fixtures::FixtureKind::DescribeOutput,
+    };
+    let out = inject_ok(&wrapped, &[], dir.path(), "from-describe");
+    let name = "describe-task-definition output of fixture #15".to_owned();
+    assert_valid_requests(&[(name.clone(), out.clone())]);
+
+    let sent = read_json(&out);
+    assert_eq!(
+        sent["tags"], tags,
+        "{name}: the tags must be kept for registration"
+    );
+    let moto = MotoServer::start().expect("start moto");
+    let trips = ecs::register_and_describe(&moto, &[&out]).expect("register in moto");
+    assert_meshed_and_survived(&name, &sent, &trips[0]);
+    assert_eq!(trips[0].tags, tags.as_array().cloned().unwrap_or_default());
 }
