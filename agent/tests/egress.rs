@@ -266,7 +266,7 @@ async fn allow_all_passes_unknown_hosts_through_and_headers_are_rewritten() {
             ("connection", "x-secret"),
             ("x-secret", "s"),
             ("x-request-id", "abc-123"),
-            ("te", "trailers"),
+            ("te", "gzip"),
         ],
     );
     let r = c.send(agent.egress_addr, request).await.unwrap();

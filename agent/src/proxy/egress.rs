@@ -12,7 +12,6 @@ use std::time::{Duration, Instant, SystemTime};
 use http::{Request, Response, StatusCode, header};
 use http_body_util::Either;
 use hyper::body::Incoming;
-use hyper::server::conn::http1;
 use taskmesh_mesh::{EgressFilter, HttpRequestView, HttpRouting, RouteTable, TcpRouting};
 use tokio::net::TcpStream;
 
@@ -38,7 +37,7 @@ pub async fn serve_connection(
     shared: Arc<Shared>,
     stream: TcpStream,
     peer: SocketAddr,
-    builder: &http1::Builder,
+    builder: &super::Server,
 ) {
     let orig_dst = super::original_dst::original_dst(&stream);
     if let Some(dst) = orig_dst
@@ -123,6 +122,8 @@ struct Decision<'t> {
     timeout: Option<Duration>,
     /// The route's retry policy (`None`: App Mesh's implicit default applies to routed targets).
     retry_policy: Option<&'t taskmesh_mesh::RetryPolicy>,
+    /// Whether the upstream speaks HTTP/2 (target listener `http2` or `grpc`).
+    h2: bool,
     /// Where retries look for another endpoint (routed targets only).
     retry_target: Option<(&'t taskmesh_mesh::Discovery, u16)>,
 }
@@ -260,7 +261,7 @@ async fn attempts(
     let mut req = req.map(Either::Left);
     let mut attempt = 0u32;
     loop {
-        let send = shared.pool.send(req);
+        let send = shared.pool.send(req, d.h2);
         let result = match per_try {
             Some(t) => tokio::time::timeout(t, send).await.ok(),
             None => Some(send.await),
@@ -394,6 +395,12 @@ async fn decide<'t>(
                 stats,
                 timeout: m.route.timeout.per_request,
                 retry_policy: m.route.retry_policy.as_ref(),
+                h2: target
+                    .listeners
+                    .iter()
+                    .find(|l| l.port == port)
+                    .map_or(target.protocol, |l| l.protocol)
+                    .is_h2(),
                 retry_target: Some((&target.discovery, port)),
             }
         }
@@ -407,6 +414,7 @@ async fn decide<'t>(
             }),
             timeout: None,
             retry_policy: None,
+            h2: false,
             retry_target: None,
         },
         HttpRouting::UnknownDestination => {
@@ -447,9 +455,24 @@ async fn decide<'t>(
                 stats,
                 timeout: None,
                 retry_policy: None,
+                h2: false,
                 retry_target: None,
             }
         }
+    }
+}
+
+/// Whether a listener protocol is carried over HTTP/2.
+trait H2 {
+    fn is_h2(self) -> bool;
+}
+
+impl H2 for taskmesh_mesh::Protocol {
+    fn is_h2(self) -> bool {
+        matches!(
+            self,
+            taskmesh_mesh::Protocol::Http2 | taskmesh_mesh::Protocol::Grpc
+        )
     }
 }
 

@@ -1,7 +1,7 @@
 //! Rewriting a request for the next hop and a response for the client: hop-by-hop fields
 //! removed as RFC 9110 §7.6.1 says (`Connection` and every field it names, plus `Keep-Alive`,
-//! `Proxy-Connection`, `TE`, `Transfer-Encoding`, `Upgrade`, `Proxy-Authenticate`,
-//! `Proxy-Authorization`), `x-forwarded-for` appended, `x-request-id` kept or generated, and the
+//! `Proxy-Connection`, `TE` other than `trailers` (which gRPC over HTTP/2 needs),
+//! `Transfer-Encoding`, `Upgrade`, `Proxy-Authenticate`, `Proxy-Authorization`), `x-forwarded-for` appended, `x-request-id` kept or generated, and the
 //! absolute upstream URI set for the pooled client.
 
 use std::net::{IpAddr, SocketAddr};
@@ -37,10 +37,16 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
         }
         headers.remove(header::CONNECTION);
     }
+    // `TE: trailers` is the one value HTTP/2 (gRPC) requires end to end; any other is dropped.
+    if headers
+        .get(header::TE)
+        .is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"trailers"))
+    {
+        headers.remove(header::TE);
+    }
     for n in [
         &KEEP_ALIVE,
         &PROXY_CONNECTION,
-        &header::TE,
         &header::TRANSFER_ENCODING,
         &header::UPGRADE,
         &header::PROXY_AUTHENTICATE,
@@ -151,7 +157,7 @@ mod tests {
         );
         h.insert("x-secret", HeaderValue::from_static("1"));
         h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
-        h.insert(header::TE, HeaderValue::from_static("trailers"));
+        h.insert(header::TE, HeaderValue::from_static("gzip"));
         h.insert(
             header::TRANSFER_ENCODING,
             HeaderValue::from_static("chunked"),
@@ -161,6 +167,10 @@ mod tests {
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1);
         assert_eq!(h["x-keep"], "yes");
+        let mut h = HeaderMap::new();
+        h.insert(header::TE, HeaderValue::from_static("trailers"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h[header::TE], "trailers");
     }
 
     #[test]

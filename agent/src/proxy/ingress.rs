@@ -9,7 +9,7 @@ use std::time::{Duration, Instant, SystemTime};
 use http::{Request, Response, StatusCode};
 use http_body_util::Either;
 use hyper::body::Incoming;
-use hyper::server::conn::http1;
+use taskmesh_mesh::Protocol;
 use tokio::net::TcpStream;
 
 use super::{ProxyBody, http_forward, local_response, tcp};
@@ -20,6 +20,7 @@ use crate::metrics::{Direction, RouteStats};
 struct Conn {
     shared: Arc<Shared>,
     limit: Option<Arc<crate::config::PoolLimit>>,
+    h2: bool,
     peer: SocketAddr,
     app: SocketAddr,
     timeout: Option<Duration>,
@@ -31,7 +32,7 @@ pub async fn serve_connection(
     shared: Arc<Shared>,
     stream: TcpStream,
     peer: SocketAddr,
-    builder: &http1::Builder,
+    builder: &super::Server,
 ) {
     let orig = super::original_dst::original_dst(&stream);
     let cfg = shared.config.load_full();
@@ -95,6 +96,9 @@ pub async fn serve_connection(
         limit,
         peer,
         app,
+        h2: listener
+            .as_ref()
+            .is_some_and(|l| !matches!(l.protocol, Protocol::Http | Protocol::Tcp)),
         timeout: listener.and_then(|l| l.timeout.per_request),
         stats,
     });
@@ -133,7 +137,7 @@ async fn handle(conn: &Conn, mut req: Request<Incoming>) -> Response<ProxyBody> 
             "DI",
         ),
         Ok(_) => {
-            let send = shared.pool.send(req.map(Either::Left));
+            let send = shared.pool.send(req.map(Either::Left), conn.h2);
             let res = match conn.timeout {
                 Some(t) => tokio::time::timeout(t, send).await.ok(),
                 None => Some(send.await),

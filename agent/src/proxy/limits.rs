@@ -1,5 +1,6 @@
 //! Protection against hostile or broken clients: request-head size and header-count limits
-//! (431, enforced by hyper's parser with our numbers), slow and idle client timeouts (hyper's
+//! (431, enforced by hyper's HTTP/1 parser: the head must fit the read buffer; HTTP/2: header
+//! list size), slow and idle client timeouts (hyper's
 //! header-read timer, which also runs while a keep-alive connection waits for its next
 //! request), and the per-listener connection cap (503).
 //!
@@ -14,8 +15,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper::server::conn::http1;
-use hyper_util::rt::TokioTimer;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper_util::server::conn::auto;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -25,18 +26,24 @@ use crate::config::settings::Settings;
 /// hyper's default header count; setting it explicitly makes hyper allocate per request.
 const HYPER_DEFAULT_MAX_HEADERS: usize = 100;
 
-/// The downstream HTTP/1 server configuration for our limits.
-pub fn http1_builder(settings: &Settings) -> http1::Builder {
-    let mut b = http1::Builder::new();
-    b.timer(TokioTimer::new())
+/// The downstream server: HTTP/1.1, and HTTP/2 with prior knowledge (h2c, as gRPC clients
+/// speak it inside a task), configured with our limits.
+pub fn server_builder(settings: &Settings) -> auto::Builder<TokioExecutor> {
+    let mut b = auto::Builder::new(TokioExecutor::new());
+    let mut h1 = b.http1();
+    h1.timer(TokioTimer::new())
         .keep_alive(true)
         .half_close(false)
         .header_read_timeout(Duration::from_secs(settings.client_timeout_seconds.max(1)))
-        .max_buf_size(settings.max_header_bytes.max(8192) + 8192)
-        .max_header_size(settings.max_header_bytes);
+        .max_buf_size(settings.max_header_bytes.max(8192));
     if settings.max_headers != HYPER_DEFAULT_MAX_HEADERS {
-        b.max_headers(settings.max_headers);
+        h1.max_headers(settings.max_headers);
     }
+    b.http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(settings.max_header_bytes).unwrap_or(u32::MAX))
+        .keep_alive_interval(Duration::from_secs(30))
+        .keep_alive_timeout(Duration::from_secs(settings.client_timeout_seconds.max(1)));
     b
 }
 
@@ -80,7 +87,7 @@ mod tests {
     #[test]
     fn header_limits_configure_the_parser() {
         let s = Settings::new("mesh/m/virtualNode/n", "file:///x");
-        let _ = http1_builder(&s);
+        let _ = server_builder(&s);
         let cap = ConnectionCap::new(1);
         let first = cap.try_acquire();
         assert!(first.is_some());

@@ -22,13 +22,15 @@ use bytes::Bytes;
 use http::{Response, StatusCode, header};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
-use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::agent::Shared;
 use crate::metrics::{Direction, LimitKind};
+
+/// The downstream connection server (HTTP/1.1 and h2c).
+pub type Server = hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor>;
 
 /// Body of every proxied response: the upstream's stream, or a small local answer.
 pub type ProxyBody = Either<Incoming, Full<Bytes>>;
@@ -47,7 +49,7 @@ pub fn local_response(status: StatusCode, msg: &'static str) -> Response<ProxyBo
 /// Accepts connections on `listener` until the agent drains.
 pub async fn serve(listener: TcpListener, shared: Arc<Shared>, direction: Direction) {
     let cap = limits::ConnectionCap::new(shared.settings.max_connections);
-    let builder = Arc::new(limits::http1_builder(&shared.settings));
+    let builder = Arc::new(limits::server_builder(&shared.settings));
     let mut drain = shared.lifecycle.drain_signal();
     loop {
         let accepted = tokio::select! {
@@ -87,12 +89,8 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, direction: Direct
 
 /// Serves HTTP/1 on `stream` with `handler`, shutting the connection down gracefully (after the
 /// request in flight) when the agent drains.
-pub async fn serve_http<F, Fut>(
-    shared: &Shared,
-    stream: TcpStream,
-    builder: &http1::Builder,
-    handler: F,
-) where
+pub async fn serve_http<F, Fut>(shared: &Shared, stream: TcpStream, builder: &Server, handler: F)
+where
     F: Fn(http::Request<Incoming>) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = Response<ProxyBody>> + Send + 'static,
 {
@@ -111,6 +109,10 @@ pub async fn serve_http<F, Fut>(
         }
     };
     if let Err(e) = res {
+        let Some(e) = e.downcast_ref::<hyper::Error>() else {
+            tracing::debug!(error = %e, "downstream connection ended with an error");
+            return;
+        };
         if e.is_timeout() {
             shared.metrics.limit_hit(LimitKind::ClientTimeout);
         } else if e.is_parse_too_large() {

@@ -1,5 +1,5 @@
-//! Upstream HTTP/1.1 connections with keep-alive reuse: one pooled hyper-util client per agent,
-//! keyed by upstream address, idle connections kept for `TASKMESH_UPSTREAM_IDLE_SECONDS`.
+//! Upstream connections with reuse: pooled hyper-util clients (HTTP/1.1 keep-alive, and HTTP/2
+//! multiplexed for http2/grpc targets) keyed by upstream address, idle connections kept for `TASKMESH_UPSTREAM_IDLE_SECONDS`.
 
 use std::time::Duration;
 
@@ -49,6 +49,7 @@ pub type UpstreamBody = Either<Incoming, Empty<Bytes>>;
 #[derive(Clone)]
 pub struct UpstreamPool {
     client: Client<HttpConnector, UpstreamBody>,
+    h2: Client<HttpConnector, UpstreamBody>,
 }
 
 impl UpstreamPool {
@@ -64,21 +65,37 @@ impl UpstreamPool {
             .pool_max_idle_per_host(1024)
             .retry_canceled_requests(true)
             .set_host(false)
+            .build(connector.clone());
+        let h2 = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(idle)
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new())
+            .http2_only(true)
+            .http2_keep_alive_interval(Duration::from_secs(30))
+            .set_host(false)
             .build(connector);
-        UpstreamPool { client }
+        UpstreamPool { client, h2 }
     }
 
-    /// Sends `req` (absolute URI) and returns the response head with its streaming body.
+    /// Sends `req` (absolute URI) over HTTP/1.1, or over HTTP/2 with prior knowledge when `h2`
+    /// (targets whose listener is `http2` or `grpc`), and returns the streaming response.
     pub async fn send(
         &self,
-        req: Request<UpstreamBody>,
+        mut req: Request<UpstreamBody>,
+        h2: bool,
     ) -> Result<Response<Incoming>, UpstreamError> {
         let addr = req
             .uri()
             .authority()
             .map(|a| a.as_str().to_string())
             .unwrap_or_default();
-        self.client.request(req).await.map_err(|source| {
+        let client = if h2 {
+            *req.version_mut() = http::Version::HTTP_2;
+            &self.h2
+        } else {
+            &self.client
+        };
+        client.request(req).await.map_err(|source| {
             if source.is_connect() {
                 UpstreamError::Connect { addr, source }
             } else {
