@@ -43,18 +43,20 @@ pub(super) fn first_match<'t>(
         }
     }
     if let Some(root) = index.trie.first() {
-        scan(&root.routes, &mut best);
+        scan(index.ranks_of(root), &mut best);
         let mut node = root;
         for b in path.bytes() {
-            let Ok(i) = node.edges.binary_search_by_key(&b, |e| e.0) else {
+            let edges = index.edges_of(node);
+            let Ok(i) = edges.binary_search_by_key(&b, |e| e.0) else {
                 break;
             };
-            let Some(next) = index.trie.get(node.edges[i].1 as usize) else {
+            let Some(next) = index.trie.get(edges[i].1 as usize) else {
                 break;
             };
             node = next;
-            if !node.routes.is_empty() {
-                scan(&node.routes, &mut best);
+            let ranks = index.ranks_of(node);
+            if !ranks.is_empty() {
+                scan(ranks, &mut best);
             }
         }
     }

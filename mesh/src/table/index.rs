@@ -18,17 +18,23 @@ pub(crate) struct RouteIndex {
     pub routes: Box<[CompiledRoute]>,
     /// Exact path → ranks.
     pub exact: HashMap<Box<str>, Box<[u32]>, super::FastHash>,
-    /// Prefix trie; node 0 is the root (the empty prefix).
+    /// Prefix trie; node 0 is the root (the empty prefix). Nodes point into `edges` and
+    /// `ranks` (one flat array each, for locality).
     pub trie: Box<[TrieNode]>,
+    pub edges: Box<[(u8, u32)]>,
+    pub ranks: Box<[u32]>,
     /// Ranks of routes checked for every request.
     pub always: Box<[u32]>,
 }
 
-/// One trie node: edges sorted by byte, and the ranks of routes whose prefix ends here.
-#[derive(Debug, Clone, Default)]
+/// One trie node: its edges (sorted by byte) and the ranks of routes whose prefix ends here,
+/// as ranges of `RouteIndex::edges` / `RouteIndex::ranks`.
+#[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct TrieNode {
-    pub edges: Box<[(u8, u32)]>,
-    pub routes: Box<[u32]>,
+    edges_start: u32,
+    edges_len: u32,
+    ranks_start: u32,
+    ranks_len: u32,
 }
 
 impl RouteIndex {
@@ -61,21 +67,54 @@ impl RouteIndex {
                 PathMatch::Regex(_) | PathMatch::Any => always.push(rank),
             }
         }
+        let mut flat_edges = Vec::new();
+        let mut flat_ranks = Vec::new();
         let trie = edges
             .into_iter()
             .zip(lists)
-            .map(|(e, l)| TrieNode {
-                edges: e.into(),
-                routes: l.into(),
+            .map(|(e, l)| {
+                let node = TrieNode {
+                    edges_start: len32(&flat_edges),
+                    edges_len: len32(&e),
+                    ranks_start: len32(&flat_ranks),
+                    ranks_len: len32(&l),
+                };
+                flat_edges.extend(e);
+                flat_ranks.extend(l);
+                node
             })
             .collect();
         RouteIndex {
             routes: routes.into(),
             exact: exact.into_iter().map(|(k, v)| (k, v.into())).collect(),
             trie,
+            edges: flat_edges.into(),
+            ranks: flat_ranks.into(),
             always: always.into(),
         }
     }
+}
+
+impl RouteIndex {
+    /// The edges of trie node `n`.
+    pub(crate) fn edges_of(&self, n: &TrieNode) -> &[(u8, u32)] {
+        let start = n.edges_start as usize;
+        self.edges
+            .get(start..start + n.edges_len as usize)
+            .unwrap_or(&[])
+    }
+
+    /// The ranks of the routes whose prefix ends at trie node `n`.
+    pub(crate) fn ranks_of(&self, n: &TrieNode) -> &[u32] {
+        let start = n.ranks_start as usize;
+        self.ranks
+            .get(start..start + n.ranks_len as usize)
+            .unwrap_or(&[])
+    }
+}
+
+fn len32<T>(v: &[T]) -> u32 {
+    u32::try_from(v.len()).unwrap_or(u32::MAX)
 }
 
 #[cfg(test)]
@@ -115,12 +154,12 @@ mod tests {
         assert_eq!(&*idx.always, &[2]);
         assert_eq!(&*idx.exact[&Box::<str>::from("/a/b")], &[1]);
         // root → '/' → 'a' holds ranks 0 and 3; → 'b' holds rank 4.
-        let slash = idx.trie[0].edges[0];
+        let slash = idx.edges_of(&idx.trie[0])[0];
         assert_eq!(slash.0, b'/');
         let a = &idx.trie[slash.1 as usize];
-        let a_node = &idx.trie[a.edges[0].1 as usize];
-        assert_eq!(&*a_node.routes, &[0, 3]);
-        let ab = &idx.trie[a_node.edges[0].1 as usize];
-        assert_eq!(&*ab.routes, &[4]);
+        let a_node = &idx.trie[idx.edges_of(a)[0].1 as usize];
+        assert_eq!(idx.ranks_of(a_node), &[0, 3]);
+        let ab = &idx.trie[idx.edges_of(a_node)[0].1 as usize];
+        assert_eq!(idx.ranks_of(ab), &[4]);
     }
 }
