@@ -89,7 +89,8 @@ fn malformed_input_is_a_parse_error_naming_the_file() {
 #[test]
 fn yaml_round_trips_short_tags_key_order_and_unknown_fields() {
     let doc = parse(YAML);
-    let out = doc.render();
+    // A changed document is serialised again: render the tree without the original text.
+    let out = Document::from_value(Format::CfnYaml, doc.value().clone(), "in").render();
     for needle in [
         "BucketName: !Sub ${AWS::StackName}-bucket",
         "Family: !Join\n      - '-'\n      - - !Ref AWS::StackName\n        - web",
@@ -234,4 +235,36 @@ fn empty_proxy_property_values_are_kept() {
         props.contains(&serde_json::json!({"name": "EgressIgnoredPorts", "value": ""})),
         "{props:?}"
     );
+}
+
+#[test]
+fn yaml_outside_the_changed_resources_is_kept_byte_for_byte() {
+    let text = "# stack header comment\nParameters:\n  Image: {Type: String}   # flow style kept\nResources:\n\n  # the bucket\n  Bucket:\n    Type: 'AWS::S3::Bucket'\n    Properties:\n      BucketName: !Sub \"${AWS::StackName}-b\"\n\n  # the service\n  Web:\n    Type: AWS::ECS::TaskDefinition\n    Properties:\n      NetworkMode: awsvpc\n      Memory: '512'\n      ContainerDefinitions:\n        - Name: web   # inline comment\n          Image: !Ref Image\n\n  Topic:\n    Type: AWS::SNS::Topic # trailing\nOutputs:\n  Arn: {Value: !Ref Topic}\n";
+    let doc = parse(text);
+    assert_eq!(
+        doc.render(),
+        text,
+        "an unchanged document renders as it was read"
+    );
+    let o = InjectOptions {
+        mesh: Some("m".into()),
+        config: Some("s3://b/k".into()),
+        ..InjectOptions::default()
+    };
+    let (out, _) = inject_document(&doc, &o).unwrap();
+    let rendered = out.render();
+    let web = rendered.find("  Web:\n").unwrap();
+    assert_eq!(&rendered[..web], &text[..text.find("  Web:\n").unwrap()]);
+    let tail = &text[text.find("\n\n  Topic:").unwrap()..];
+    assert!(rendered.ends_with(tail), "{rendered}");
+    assert!(
+        rendered.contains("    - Name: taskmesh-agent\n"),
+        "{rendered}"
+    );
+    assert_eq!(parse(&rendered).value(), out.value());
+    // inject again: byte for byte the same; eject: the resource's values are back.
+    let (again, _) = inject_document(&parse(&rendered), &o).unwrap();
+    assert_eq!(again.render(), rendered);
+    let back = eject_document(&parse(&rendered), &InjectOptions::default()).unwrap();
+    assert_eq!(back.value(), doc.value());
 }

@@ -5,6 +5,7 @@
 
 pub mod describe;
 pub mod detect;
+pub mod splice;
 pub mod yaml;
 
 use serde_json::Value;
@@ -48,6 +49,8 @@ pub struct Document {
     /// JSON indentation of the input (e.g. 2 or 4 spaces, or a tab).
     indent: String,
     trailing_newline: bool,
+    /// A YAML template's original text and tree, so unchanged parts render byte for byte.
+    original: Option<std::sync::Arc<(String, Value)>>,
 }
 
 impl Document {
@@ -60,12 +63,15 @@ impl Document {
         })?;
         let text = text.strip_prefix('\u{feff}').unwrap_or(text);
         let (format, tree) = detect::detect(text, &loc)?;
+        let original = (format == Format::CfnYaml)
+            .then(|| std::sync::Arc::new((text.to_string(), tree.clone())));
         Ok(Document {
             format,
             tree,
             source: source.to_string(),
             indent: detect::json_indent(text),
             trailing_newline: text.ends_with('\n'),
+            original,
         })
     }
 
@@ -77,6 +83,7 @@ impl Document {
             source: source.to_string(),
             indent: "  ".to_string(),
             trailing_newline: true,
+            original: None,
         }
     }
 
@@ -124,7 +131,11 @@ impl Document {
                 let _ = serde::Serialize::serialize(&tree, &mut ser);
                 String::from_utf8(buf).unwrap_or_default()
             }
-            Syntax::Yaml => yaml::to_yaml_string(&self.tree),
+            Syntax::Yaml => match &self.original {
+                Some(orig) => splice::splice(&orig.0, &orig.1, &self.tree)
+                    .unwrap_or_else(|| yaml::to_yaml_string(&self.tree)),
+                None => yaml::to_yaml_string(&self.tree),
+            },
         };
         if self.trailing_newline && !out.ends_with('\n') {
             out.push('\n');
