@@ -222,6 +222,7 @@ async fn demo(args: &DemoArgs) -> anyhow::Result<i32> {
         title: format!("{}: {GATEWAY_NODE} -> {}", app.mesh, app.backend),
         mesh_document: user_doc.display().to_string(),
         colors: app.tellers.iter().map(|t| t.color.clone()).collect(),
+        initial: layout::weights(&doc, &app.backend).unwrap_or_default(),
     };
     let display = {
         let (tally, file_state, shown) = (tally.clone(), file_state.clone(), shown.clone());
@@ -441,6 +442,8 @@ struct Shown {
     title: String,
     mesh_document: String,
     colors: Vec<String>,
+    /// The weights of the document the demo started with, until the first answer arrives.
+    initial: layout::Weights,
 }
 
 impl Shown {
@@ -450,7 +453,7 @@ impl Shown {
         let (window, window_errors) = t.window(now);
         let (totals, total_errors) = t.totals();
         let last = t.phases().last();
-        let weights = last.map(|p| p.weights.clone()).unwrap_or_default();
+        let weights = last.map_or_else(|| self.initial.clone(), |p| p.weights.clone());
         let last_error = t.phases().iter().rev().find_map(|p| p.last_error.clone());
         let document_state = lock(file).to_string();
         let view = screen::View {
