@@ -29,10 +29,26 @@ pub struct MotoServer {
 }
 
 impl MotoServer {
-    /// Starts a fresh moto server and waits until it answers HTTP requests.
+    /// Starts a fresh moto server and waits until it answers HTTP requests. A server that
+    /// exits at once (its port was taken between choosing and binding it) is retried on
+    /// another port.
     pub fn start() -> Result<MotoServer, HarnessError> {
+        const ATTEMPTS: usize = 3;
+        let mut attempt = 1;
+        loop {
+            match Self::start_on(free_port()) {
+                Err(HarnessError::NotReady { reason, .. })
+                    if attempt < ATTEMPTS && reason.starts_with("exited") =>
+                {
+                    attempt += 1;
+                }
+                result => return result,
+            }
+        }
+    }
+
+    fn start_on(port: u16) -> Result<MotoServer, HarnessError> {
         let moto = venv().tool("moto_server");
-        let port = free_port();
         let mut command = Command::new(&moto);
         command
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
