@@ -395,12 +395,13 @@ async fn decide<'t>(
                 stats,
                 timeout: m.route.timeout.per_request,
                 retry_policy: m.route.retry_policy.as_ref(),
-                h2: target
-                    .listeners
-                    .iter()
-                    .find(|l| l.port == port)
-                    .map_or(target.protocol, |l| l.protocol)
-                    .is_h2(),
+                h2: speaks_h2(
+                    target
+                        .listeners
+                        .iter()
+                        .find(|l| l.port == port)
+                        .map_or(target.protocol, |l| l.protocol),
+                ),
                 retry_target: Some((&target.discovery, port)),
             }
         }
@@ -463,17 +464,11 @@ async fn decide<'t>(
 }
 
 /// Whether a listener protocol is carried over HTTP/2.
-trait H2 {
-    fn is_h2(self) -> bool;
-}
-
-impl H2 for taskmesh_mesh::Protocol {
-    fn is_h2(self) -> bool {
-        matches!(
-            self,
-            taskmesh_mesh::Protocol::Http2 | taskmesh_mesh::Protocol::Grpc
-        )
-    }
+pub fn speaks_h2(p: taskmesh_mesh::Protocol) -> bool {
+    matches!(
+        p,
+        taskmesh_mesh::Protocol::Http2 | taskmesh_mesh::Protocol::Grpc
+    )
 }
 
 /// `Host` header, else the URI authority (absolute-form requests).

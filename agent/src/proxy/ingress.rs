@@ -9,7 +9,6 @@ use std::time::{Duration, Instant, SystemTime};
 use http::{Request, Response, StatusCode};
 use http_body_util::Either;
 use hyper::body::Incoming;
-use taskmesh_mesh::Protocol;
 use tokio::net::TcpStream;
 
 use super::{ProxyBody, http_forward, local_response, tcp};
@@ -98,7 +97,7 @@ pub async fn serve_connection(
         app,
         h2: listener
             .as_ref()
-            .is_some_and(|l| !matches!(l.protocol, Protocol::Http | Protocol::Tcp)),
+            .is_some_and(|l| super::egress::speaks_h2(l.protocol)),
         timeout: listener.and_then(|l| l.timeout.per_request),
         stats,
     });
