@@ -181,7 +181,7 @@ impl Settings {
         }
     }
 
-    /// Poll interval (at least 1 s... tests may use 0 to mean "as fast as possible": 200 ms).
+    /// Poll interval; `0` polls every 200 ms (used by tests).
     pub fn poll_interval(&self) -> Duration {
         if self.poll_seconds == 0 {
             Duration::from_millis(200)
@@ -203,9 +203,10 @@ impl Settings {
     }
 }
 
-/// CPUs available to this process, honouring the cgroup v2 quota in `/sys/fs/cgroup/cpu.max`
-/// (`std::thread::available_parallelism` reads it on Linux too; we take the smaller of both so
-/// that a quota is honoured even on older std or cgroup layouts).
+/// CPUs available to this process. `std::thread::available_parallelism` already honours the
+/// affinity mask and cgroup v1/v2 CPU quotas on Linux (std docs: "may take into account
+/// cgroups"); the cgroup v2 `/sys/fs/cgroup/cpu.max` quota is also read here and the smaller
+/// number wins, so an ECS task's CPU limit is respected even where std cannot see it.
 pub fn available_cpus() -> usize {
     let std_count = std::thread::available_parallelism()
         .map(|n| n.get())
