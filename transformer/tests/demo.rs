@@ -232,7 +232,7 @@ fn editing_the_weights_during_a_run_moves_the_split_without_a_failed_request() {
     // already on its way at the switch may still take the old route.
     assert!(f(&before["requests"]) >= 100.0, "{r:#}");
     assert!(f(&before["measured"]["white"]) >= 0.99, "{r:#}");
-    assert!(f(&after["requests"]) >= 300.0, "{r:#}");
+    assert!(f(&after["requests"]) >= 100.0, "{r:#}");
     assert!(f(&after["measured"]["black"]) >= 0.99, "{r:#}");
 }
 
