@@ -410,9 +410,13 @@ async fn decide<'t>(
             virtual_service,
             route: "",
             target: "",
-            stats: route_stats(shared, cfg, usize::MAX, usize::MAX, || {
-                (virtual_service, "", "")
-            }),
+            stats: route_stats(
+                shared,
+                cfg,
+                virtual_service.as_ptr() as usize,
+                usize::MAX,
+                || (virtual_service, "", ""),
+            ),
             timeout: None,
             retry_policy: None,
             h2: false,
