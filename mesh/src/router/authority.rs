@@ -10,19 +10,37 @@ const MAX_HOST: usize = 255;
 /// Splits an authority into host and port (`None` when absent or not a number). A trailing
 /// dot on the host is dropped.
 pub fn split_authority(authority: &str) -> (&str, Option<u16>) {
-    let authority = authority.trim();
+    let authority = authority.trim_ascii();
+    let bytes = authority.as_bytes();
     let (host, port) = if let Some(rest) = authority.strip_prefix('[') {
         match rest.split_once(']') {
-            Some((h, tail)) => (h, tail.strip_prefix(':').and_then(|p| p.parse().ok())),
+            Some((h, tail)) => (h, tail.strip_prefix(':').and_then(parse_port)),
             None => (authority, None),
         }
     } else {
-        match authority.rsplit_once(':') {
-            Some((h, p)) if !h.contains(':') => (h, p.parse().ok()),
+        match bytes.iter().rposition(|&b| b == b':') {
+            Some(i) if !bytes[..i].contains(&b':') => {
+                (&authority[..i], parse_port(&authority[i + 1..]))
+            }
             _ => (authority, None),
         }
     };
     (host.strip_suffix('.').unwrap_or(host), port)
+}
+
+/// A decimal port 0–65535 (at most 5 digits, nothing else).
+fn parse_port(s: &str) -> Option<u16> {
+    if s.is_empty() || s.len() > 5 {
+        return None;
+    }
+    let mut n: u32 = 0;
+    for b in s.bytes() {
+        if !b.is_ascii_digit() {
+            return None;
+        }
+        n = n * 10 + u32::from(b - b'0');
+    }
+    u16::try_from(n).ok()
 }
 
 /// Looks `host` up in a map keyed by lowercase names, without allocating.
@@ -67,6 +85,10 @@ mod tests {
         assert_eq!(split_authority("::1"), ("::1", None));
         assert_eq!(split_authority("api:notaport"), ("api", None));
         assert_eq!(split_authority(" api.local "), ("api.local", None));
+        assert_eq!(split_authority("api:65535"), ("api", Some(65535)));
+        assert_eq!(split_authority("api:65536"), ("api", None));
+        assert_eq!(split_authority("api:+80"), ("api", None));
+        assert_eq!(split_authority("api:"), ("api", None));
     }
 
     #[test]
