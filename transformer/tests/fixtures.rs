@@ -568,3 +568,37 @@ fn check_reports_the_known_problems_of_the_originals() {
     );
     assert!(f.iter().all(|x| x.severity == Severity::Warning), "{f:#?}");
 }
+
+#[test]
+fn truncated_fixtures_never_panic() {
+    // Every fixture cut at many points: parse may fail (exit 2), but nothing panics, and whatever
+    // parses goes through inject, check and eject without panicking either.
+    for (file, _, _) in F {
+        let bytes =
+            std::fs::read(fixtures_dir().join(file)).unwrap_or_else(|e| panic!("{file}: {e}"));
+        let step = (bytes.len() / 40).max(1);
+        for cut in (0..bytes.len()).step_by(step) {
+            let Ok(doc) = Document::parse(&bytes[..cut], file) else {
+                continue;
+            };
+            let _ = check_document(&doc, &InjectOptions::default());
+            let _ = eject_document(&doc, &InjectOptions::default());
+            if let Ok((out, _)) = inject_document(&doc, &opts()) {
+                let _ = out.render();
+                let _ = check_document(&out, &InjectOptions::default());
+            }
+        }
+    }
+}
+
+#[test]
+fn is_meshed_tells_taskmesh_from_app_mesh() {
+    let legacy = load(
+        "awsdocs__aws-app-mesh-user-guide__doc_source__getting-started-ecs.md.at-626e466.example-fargate.json",
+    );
+    assert!(!taskmesh::is_meshed(legacy.value()));
+    let (out, _) = inject_document(&legacy, &opts()).unwrap();
+    assert!(taskmesh::is_meshed(out.value()));
+    let ejected = eject_document(&out, &InjectOptions::default()).unwrap();
+    assert!(!taskmesh::is_meshed(ejected.value()));
+}
