@@ -11,6 +11,7 @@
 //!
 //! This library depends on none of the other taskmesh crates (they dev-depend on it).
 
+pub mod aws_front;
 pub mod botocore;
 pub mod cargo_bin;
 pub mod cfnlint;
