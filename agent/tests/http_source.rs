@@ -30,7 +30,9 @@ async fn doc_server(state: Arc<Mutex<Served>>) -> std::net::SocketAddr {
     let addr = l.local_addr().unwrap();
     tokio::spawn(async move {
         loop {
-            let Ok((s, _)) = l.accept().await else { continue };
+            let Ok((s, _)) = l.accept().await else {
+                continue;
+            };
             let state = state.clone();
             tokio::spawn(async move {
                 let svc = service_fn(move |req: Request<Incoming>| {
@@ -85,11 +87,20 @@ async fn http_source_uses_etags_and_keeps_last_good_on_errors() {
     }));
     let server = doc_server(state.clone()).await;
     let dir = tempfile::tempdir().unwrap();
-    let s = settings("front", &format!("http://{server}/mesh.json"), &dir.path().join("c.json"));
+    let s = settings(
+        "front",
+        &format!("http://{server}/mesh.json"),
+        &dir.path().join("c.json"),
+    );
     let agent = Agent::start(s).await.unwrap();
     assert!(agent.wait_live(Duration::from_secs(10)).await);
     let c = HttpClient::new();
-    assert_eq!(c.get(agent.egress_addr, "svc.local", "/").await.header("x-backend"), "blue");
+    assert_eq!(
+        c.get(agent.egress_addr, "svc.local", "/")
+            .await
+            .header("x-backend"),
+        "blue"
+    );
     eventually("conditional GETs answered 304", || async {
         state
             .lock()
@@ -108,7 +119,10 @@ async fn http_source_uses_etags_and_keeps_last_good_on_errors() {
         st.etag = "\"v2\"".into();
     }
     eventually("the new document is served", || async {
-        c.get(agent.egress_addr, "svc.local", "/").await.header("x-backend") == "green"
+        c.get(agent.egress_addr, "svc.local", "/")
+            .await
+            .header("x-backend")
+            == "green"
     })
     .await;
     // The source fails: last good kept, failure counted.
@@ -121,7 +135,12 @@ async fn http_source_uses_etags_and_keeps_last_good_on_errors() {
             .any(|l| l.starts_with("taskmesh_config_fetch_failures_total") && !l.ends_with(" 0"))
     })
     .await;
-    assert_eq!(c.get(agent.egress_addr, "svc.local", "/").await.header("x-backend"), "green");
+    assert_eq!(
+        c.get(agent.egress_addr, "svc.local", "/")
+            .await
+            .header("x-backend"),
+        "green"
+    );
     assert_eq!(agent.state(), taskmesh_agent::State::Live);
     agent.shutdown().await;
 }
