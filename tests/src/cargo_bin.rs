@@ -124,3 +124,32 @@ fn newest_mtime(path: &Path) -> Option<SystemTime> {
         .filter_map(|e| newest_mtime(&e.path()))
         .max()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_the_workspace_and_this_profile() {
+        let root = workspace_root();
+        let manifest = std::fs::read_to_string(root.join("Cargo.toml")).expect("root manifest");
+        assert!(manifest.contains("[workspace]"), "{}", root.display());
+        let dir = profile_dir().expect("profile dir");
+        let exe = std::env::current_exe().expect("exe");
+        assert_eq!(exe.parent().and_then(Path::parent), Some(dir.as_path()));
+    }
+
+    #[test]
+    fn the_newest_file_below_a_directory_counts() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        assert_eq!(newest_mtime(&dir.path().join("missing")), None);
+        let nested = dir.path().join("a/b");
+        std::fs::create_dir_all(&nested).expect("mkdir");
+        let file = nested.join("f.rs");
+        std::fs::write(&file, "x").expect("write");
+        let file_time = std::fs::metadata(&file)
+            .and_then(|m| m.modified())
+            .expect("mtime");
+        assert!(newest_mtime(dir.path()).is_some_and(|t| t >= file_time));
+    }
+}

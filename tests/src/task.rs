@@ -332,9 +332,8 @@ pub fn admin_get(ns: &Netns, port: u16, path: &str) -> Result<(u16, String), Har
     })?
 }
 
-/// The value of the Prometheus sample whose line starts with `series` (name and labels as the
-/// agent prints them, e.g. `taskmesh_requests_total{direction="ingress"`); the sum over every
-/// matching line.
+/// The sum of the Prometheus samples of metric `name` whose labels include every
+/// `(label, value)` of `labels` (e.g. `taskmesh_requests_total` with `direction="ingress"`).
 pub fn prometheus_sum(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
     text.lines()
         .filter(|l| !l.starts_with('#'))
