@@ -116,7 +116,14 @@ pub fn inject_template(
     let res = resources(template, loc)?;
     let mut out = template.clone();
     let mut notes = Vec::new();
-    for sel in select(res, opts, loc)? {
+    let selected = select(res, opts, loc)?;
+    if selected.is_empty() {
+        notes.push(Note::new(
+            loc,
+            format!("the template has no {TASK_DEFINITION_TYPE} resources; nothing to do"),
+        ));
+    }
+    for sel in selected {
         let rloc = loc.with_resource(sel.id);
         if sel.skip {
             notes.push(Note::new(&rloc, "skipped: Metadata.taskmesh.skip is true"));
