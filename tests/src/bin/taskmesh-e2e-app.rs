@@ -3,16 +3,25 @@
 //!
 //! - `serve PORT NAME` answers every HTTP request with `NAME from <peer ip>` (so a test sees
 //!   whether a request came through the task's agent, from 127.0.0.1, or straight from another
-//!   task), keeping connections alive.
+//!   task), keeping connections alive (hyper, HTTP/1.1).
 //! - `get URL COUNT [INTERVAL_MS]` sends COUNT plain `GET URL` requests (names resolved by the
 //!   system resolver, i.e. the task's hosts file) and prints one JSON line per request:
 //!   `{"t": <epoch ms when the answer arrived>, "status": 200, "body": "…"}` or
 //!   `{"t": …, "error": "…"}`.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{Ipv6Addr, TcpListener, TcpStream};
+use std::convert::Infallible;
+use std::io::Write;
+use std::net::{IpAddr, Ipv6Addr};
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -33,71 +42,36 @@ fn main() -> ExitCode {
 
 fn serve(port: &str, name: &str) -> Result<(), String> {
     let port: u16 = port.parse().map_err(|e| format!("port {port:?}: {e}"))?;
-    // Dual-stack: IPv4 and IPv6 on one socket.
-    let listener = TcpListener::bind((Ipv6Addr::UNSPECIFIED, port))
-        .map_err(|e| format!("binding port {port}: {e}"))?;
-    eprintln!("serving {name} on port {port}");
-    for stream in listener.incoming() {
-        let Ok(stream) = stream else { continue };
-        let name = name.to_owned();
-        std::thread::spawn(move || {
-            let _ = answer(stream, &name);
-        });
-    }
-    Ok(())
-}
-
-/// Answers the requests of one keep-alive connection until the peer closes it.
-fn answer(stream: TcpStream, name: &str) -> std::io::Result<()> {
-    let peer = match stream.peer_addr()?.ip() {
-        std::net::IpAddr::V6(v6) => v6
-            .to_ipv4_mapped()
-            .map_or(v6.to_string(), |v4| v4.to_string()),
-        v4 => v4.to_string(),
-    };
-    let mut reader = BufReader::new(stream.try_clone()?);
-    let mut writer = stream;
-    loop {
-        let mut content_length = 0usize;
-        let mut close = false;
-        let mut first = true;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("tokio runtime: {e}"))?;
+    runtime.block_on(async {
+        // Dual-stack: IPv4 and IPv6 on one socket.
+        let listener = tokio::net::TcpListener::bind((Ipv6Addr::UNSPECIFIED, port))
+            .await
+            .map_err(|e| format!("binding port {port}: {e}"))?;
+        eprintln!("serving {name} on port {port}");
         loop {
-            let mut line = String::new();
-            if reader.read_line(&mut line)? == 0 {
-                return Ok(());
-            }
-            let line = line.trim_end();
-            if line.is_empty() {
-                if first {
-                    continue;
-                }
-                break;
-            }
-            first = false;
-            if let Some((k, v)) = line.split_once(':') {
-                let (k, v) = (k.trim().to_ascii_lowercase(), v.trim());
-                if k == "content-length" {
-                    content_length = v.parse().unwrap_or(0);
-                } else if k == "connection" && v.eq_ignore_ascii_case("close") {
-                    close = true;
-                }
-            }
+            let Ok((stream, peer)) = listener.accept().await else {
+                continue;
+            };
+            let peer = match peer.ip() {
+                IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+                v4 => v4,
+            };
+            let body = Bytes::from(format!("{name} from {peer}"));
+            tokio::spawn(async move {
+                let service = service_fn(move |_request: Request<Incoming>| {
+                    let body = body.clone();
+                    async move { Ok::<_, Infallible>(Response::new(Full::new(body))) }
+                });
+                let _ = http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
         }
-        std::io::copy(
-            &mut (&mut reader).take(content_length as u64),
-            &mut std::io::sink(),
-        )?;
-        let body = format!("{name} from {peer}");
-        write!(
-            writer,
-            "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n\r\n{body}",
-            body.len()
-        )?;
-        writer.flush()?;
-        if close {
-            return Ok(());
-        }
-    }
+    })
 }
 
 fn get(url: &str, count: &str, interval: &str) -> Result<(), String> {
