@@ -22,7 +22,7 @@ need_apt=()
 for bin in iptables:iptables ip6tables:iptables iptables-save:iptables ip6tables-save:iptables \
            iptables-legacy:iptables ip:iproute2 curl:curl setpriv:util-linux nsenter:util-linux \
            unshare:util-linux getent:libc-bin cc:build-essential make:build-essential \
-           pkg-config:pkg-config python3:python3; do
+           pkg-config:pkg-config python3:python3 dot:graphviz; do
   command -v "${bin%%:*}" >/dev/null 2>&1 || need_apt+=("${bin##*:}")
 done
 [ -s /etc/ssl/certs/ca-certificates.crt ] || need_apt+=(ca-certificates)

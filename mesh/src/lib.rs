@@ -17,6 +17,7 @@
 //! 4. [`router`] — [`RouteTable::route_http`] / [`RouteTable::route_tcp`] pick the virtual
 //!    service, listener, route and ([`RouteMatch::pick`]) weighted target for one request or
 //!    connection, without allocating, in time that does not grow with the number of routes.
+//! 5. [`graph`] — [`MeshGraph`]: the document as a picture (Graphviz DOT or Mermaid text).
 //!
 //! ```
 //! use taskmesh_mesh::{HttpRequestView, HttpRouting, MeshDocument, NodeRef, RouteTable};
@@ -52,6 +53,7 @@
 //! ```
 
 pub mod document;
+pub mod graph;
 pub mod model;
 mod node;
 pub mod router;
@@ -59,6 +61,7 @@ pub mod table;
 mod validate;
 
 pub use document::{DocumentError, MeshDocument, Problem};
+pub use graph::MeshGraph;
 pub use node::{NodeRef, NodeRefError};
 pub use router::{HttpRequestView, HttpRouting, RouteMatch, TcpRouting, normalize_path};
 pub use table::{
