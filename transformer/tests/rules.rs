@@ -707,3 +707,22 @@ fn check_rules_each_produce_a_located_finding() {
 
     assert_finding(&fargate(), "warning: td.json: not meshed");
 }
+
+#[test]
+fn malformed_taskmesh_metadata_is_refused_by_inject_only() {
+    let t = json!({"Resources": {"A": {"Type": "AWS::ECS::TaskDefinition", "Metadata": {"taskmesh": {"virtualNode": {"Ref": "Node"}}},
+        "Properties": {"NetworkMode": "awsvpc", "Memory": "512", "ContainerDefinitions": [{"Name": "app", "Image": "x"}]}}}});
+    let e = inject_cfn_template(&t, &opts()).unwrap_err();
+    assert!(
+        e.to_string().starts_with(
+            "template: resource A: field Metadata.taskmesh.virtualNode: must be a literal string"
+        ),
+        "{e}"
+    );
+    let mut t2 = t.clone();
+    t2["Resources"]["A"]["Metadata"]["taskmesh"] = json!({"skipp": true});
+    let e = inject_cfn_template(&t2, &opts()).unwrap_err();
+    assert!(e.to_string().contains("unknown setting 'skipp'"), "{e}");
+    let doc = Document::from_value(taskmesh::Format::CfnJson, t, "t.json");
+    assert!(taskmesh::eject_document(&doc, &InjectOptions::default()).is_ok());
+}

@@ -22,6 +22,8 @@ struct Selected<'a> {
     overrides: Overrides,
     skip: bool,
     named: bool,
+    /// A malformed `Metadata.taskmesh` (refused by inject; eject and check ignore it).
+    meta_error: Option<TransformError>,
 }
 
 fn resources<'a>(
@@ -76,6 +78,24 @@ fn select<'a>(
                 .and_then(Value::as_str)
                 .map(str::to_string)
         };
+        let meta_error = meta.and_then(|m| {
+            let rloc = loc.with_resource(id);
+            let Some(m) = m.as_object() else {
+                return Some(TransformError::invalid(rloc.with_field("Metadata.taskmesh"), "Metadata.taskmesh must be a mapping {virtualNode, mesh, config, skip}"));
+            };
+            m.iter().find_map(|(k, v)| match (k.as_str(), v) {
+                ("virtualNode" | "mesh" | "config", Value::String(_)) | ("skip", Value::Bool(_) | Value::String(_)) => None,
+                ("virtualNode" | "mesh" | "config", _) => Some(TransformError::invalid(
+                    rloc.with_field(format!("Metadata.taskmesh.{k}")),
+                    format!("must be a literal string, found {v}"),
+                )),
+                ("skip", _) => Some(TransformError::invalid(rloc.with_field("Metadata.taskmesh.skip"), format!("must be true or false, found {v}"))),
+                (other, _) => Some(TransformError::invalid(
+                    rloc.with_field(format!("Metadata.taskmesh.{other}")),
+                    format!("unknown setting '{other}'; the settings are virtualNode, mesh, config and skip"),
+                )),
+            })
+        });
         let skip = meta.and_then(|m| m.get("skip")).is_some_and(|v| match v {
             Value::Bool(b) => *b,
             Value::String(s) => s.eq_ignore_ascii_case("true"),
@@ -91,6 +111,7 @@ fn select<'a>(
             },
             skip,
             named,
+            meta_error,
         });
     }
     Ok(out)
@@ -125,6 +146,9 @@ pub fn inject_template(
     }
     for sel in selected {
         let rloc = loc.with_resource(sel.id);
+        if let Some(e) = sel.meta_error {
+            return Err(e);
+        }
         if sel.skip {
             notes.push(Note::new(&rloc, "skipped: Metadata.taskmesh.skip is true"));
             continue;
