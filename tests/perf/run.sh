@@ -1,0 +1,380 @@
+#!/usr/bin/env bash
+# taskmesh-agent against nginx and haproxy, and against no proxy at all, on this machine, in one
+# run; writes BENCHMARKS.md at the repository root. Run as root (network namespace, iptables,
+# resetting a process's peak RSS): `tests/perf/run.sh`. Not part of scripts/test.sh.
+#
+# What it does (about 6 minutes once the release build exists):
+#  1. installs wrk, nginx (+ stream module), haproxy, h2load (nghttp2-client), iperf3 if missing;
+#  2. builds taskmesh-agent and perf-backend (tests/src/bin/perf-backend.rs) in release;
+#  3. makes a network namespace with its own hosts file (tests/perf/hosts: the mesh's DNS names)
+#     and one nat rule (port 9000 -> the agent's egress port, for the tcpRoute run), so nothing
+#     here touches the machine's own network or ports;
+#  4. starts perf-backend (HTTP/1.1 + h2c, 127.0.0.1:18081 "v1" and :18082 "v2") and an iperf3
+#     server (127.0.0.1:25201, the TCP sink); client tools and backends share CPU $LOAD_CPU, each
+#     proxy runs alone on CPU $PROXY_CPU with one worker (agent TASKMESH_WORKERS=1, nginx
+#     worker_processes 1, haproxy nbthread 1);
+#  5. for direct / agent / nginx / haproxy: checks the route answers 200 and the 90/10 split,
+#     then wrk (HTTP/1.1 keep-alive) at each of $CONNS connections ($WARMUP s warm-up, then
+#     $DURATION s measured), h2load (h2c) and iperf3 through the TCP route, recording the
+#     proxy's idle RSS, peak RSS (VmHWM, reset before each measured run) and CPU time;
+#  6. runs the route-table criterion benchmarks (cargo bench -p taskmesh-mesh);
+#  7. renders BENCHMARKS.md with tests/perf/report.py.
+#
+# Knobs (environment): DURATION (10), WARMUP (3), CONNS ("16 256"), H2_CONNS (16), H2_STREAMS (10),
+# TCP_SECONDS (5), PROXY_CPU (1), LOAD_CPU (0), LOAD_MAX (1.5) and LOAD_WAIT (0 seconds: how long
+# to wait for the 1-minute load average to fall under LOAD_MAX before measuring), PROXIES
+# ("direct agent nginx haproxy"), SKIP_BENCH (1: no criterion run), OUT (BENCHMARKS.md path).
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+PERF=$ROOT/tests/perf
+DURATION=${DURATION:-10}
+WARMUP=${WARMUP:-3}
+CONNS=${CONNS:-"16 256"}
+H2_CONNS=${H2_CONNS:-16}
+H2_STREAMS=${H2_STREAMS:-10}
+TCP_SECONDS=${TCP_SECONDS:-5}
+PROXY_CPU=${PROXY_CPU:-1}
+LOAD_CPU=${LOAD_CPU:-0}
+LOAD_MAX=${LOAD_MAX:-1.5}
+LOAD_WAIT=${LOAD_WAIT:-0}
+PROXIES=${PROXIES:-"direct agent nginx haproxy"}
+SKIP_BENCH=${SKIP_BENCH:-0}
+OUT=${OUT:-$ROOT/BENCHMARKS.md}
+NS=taskmesh-perf
+HOST=svc7.bench.local
+URL_PATH=/api/v1/items
+
+log() { printf '[perf %s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
+die() { log "ERROR: $*"; exit 1; }
+
+[[ $(id -u) == 0 ]] || die "run as root (network namespace, iptables, /proc/<pid>/clear_refs)"
+
+# ---- 1. tools ---------------------------------------------------------------------------------
+need_pkgs=()
+command -v wrk >/dev/null || need_pkgs+=(wrk)
+command -v nginx >/dev/null || need_pkgs+=(nginx)
+[[ -e /usr/lib/nginx/modules/ngx_stream_module.so ]] || need_pkgs+=(libnginx-mod-stream)
+command -v haproxy >/dev/null || need_pkgs+=(haproxy)
+command -v h2load >/dev/null || need_pkgs+=(nghttp2-client)
+command -v iperf3 >/dev/null || need_pkgs+=(iperf3)
+command -v iptables >/dev/null || need_pkgs+=(iptables)
+command -v taskset >/dev/null || need_pkgs+=(util-linux)
+command -v curl >/dev/null || need_pkgs+=(curl)
+command -v python3 >/dev/null || need_pkgs+=(python3)
+if ((${#need_pkgs[@]})); then
+    log "installing ${need_pkgs[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}" >/dev/null
+fi
+ncpu=$(nproc)
+((PROXY_CPU < ncpu && LOAD_CPU < ncpu)) || die "PROXY_CPU=$PROXY_CPU / LOAD_CPU=$LOAD_CPU: this machine has $ncpu CPUs"
+
+# ---- 2. build ---------------------------------------------------------------------------------
+log "building release binaries"
+(cd "$ROOT" && cargo build --release -q -p taskmesh-agent --bin taskmesh-agent \
+    && cargo build --release -q -p taskmesh-e2e --bin perf-backend)
+TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+AGENT=$TARGET_DIR/release/taskmesh-agent
+BACKEND=$TARGET_DIR/release/perf-backend
+[[ -x $AGENT && -x $BACKEND ]] || die "release binaries missing under $TARGET_DIR/release"
+
+# ---- 3. namespace -----------------------------------------------------------------------------
+RUN=$(mktemp -d /tmp/taskmesh-perf.XXXXXX)
+RESULTS=$RUN/results.jsonl
+: >"$RESULTS"
+PIDS=()
+cleanup() {
+    local p
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+    ip netns del "$NS" 2>/dev/null || true
+    rm -rf "/etc/netns/$NS"
+}
+trap cleanup EXIT
+ip netns del "$NS" 2>/dev/null || true
+ip netns add "$NS"
+ip -n "$NS" link set lo up
+mkdir -p "/etc/netns/$NS"
+cp "$PERF/hosts" "/etc/netns/$NS/hosts"
+nsx() { ip netns exec "$NS" "$@"; }
+# The tcpRoute run: a connection to 127.0.0.1:9000 is redirected to the agent's egress listener,
+# which finds the route by the original destination port (SO_ORIGINAL_DST).
+nsx iptables -t nat -A OUTPUT -p tcp -d 127.0.0.1 --dport 9000 -j REDIRECT --to-ports 15001
+
+on_load() { nsx taskset -c "$LOAD_CPU" "$@"; }
+# Starts a command in the background on CPU $1 with output to file $2; BG_PID is the command's
+# own pid (ip netns exec and taskset exec into it).
+BG_PID=
+start_bg() {
+    local cpu=$1 out=$2
+    shift 2
+    ip netns exec "$NS" taskset -c "$cpu" "$@" >"$out" 2>&1 &
+    BG_PID=$!
+    PIDS+=("$BG_PID")
+}
+
+# Waits until something accepts on 127.0.0.1:$1 inside the namespace, while process $2 lives.
+wait_port() {
+    local i
+    for i in $(seq 1 100); do
+        if nsx bash -c "exec 3<>/dev/tcp/127.0.0.1/$1" 2>/dev/null; then return 0; fi
+        [[ -z ${2:-} ]] || kill -0 "$2" 2>/dev/null || die "pid $2 exited before listening on port $1; its output: $3: $(tail -5 "$3")"
+        sleep 0.1
+    done
+    die "nothing listens on port $1 (logs in $RUN)"
+}
+
+# ---- 4. backend and sink ----------------------------------------------------------------------
+start_bg "$LOAD_CPU" "$RUN/backend.log" "$BACKEND" 127.0.0.1:18081 127.0.0.1:18082
+wait_port 18081 "$BG_PID" "$RUN/backend.log"
+wait_port 18082 "$BG_PID" "$RUN/backend.log"
+start_bg "$LOAD_CPU" "$RUN/iperf3-server.log" iperf3 -s -B 127.0.0.1 -p 25201
+wait_port 25201 "$BG_PID" "$RUN/iperf3-server.log"
+
+sed "s#@RUN@#$RUN#g" "$PERF/nginx.conf" >"$RUN/nginx.conf"
+sed "s#@RUN@#$RUN#g" "$PERF/haproxy.cfg" >"$RUN/haproxy.cfg"
+mkdir -p "$RUN/cache"
+
+# ---- measuring helpers ------------------------------------------------------------------------
+PROXY_PIDS=() # the proxy's processes (nginx: master and worker)
+
+proc_kb() { awk -v f="$2:" '$1 == f { print $2 }' "/proc/$1/status"; }
+sum_kb() {
+    local p t=0
+    for p in "${PROXY_PIDS[@]}"; do t=$((t + $(proc_kb "$p" "$1"))); done
+    echo "$t"
+}
+cpu_ticks() {
+    local p t=0
+    for p in "${PROXY_PIDS[@]}"; do
+        # utime + stime: fields 14 and 15, counted after the ")" closing the command name.
+        t=$((t + $(sed 's/.*) //' "/proc/$p/stat" | awk '{ print $12 + $13 }')))
+    done
+    echo "$t"
+}
+reset_peak() {
+    local p
+    for p in "${PROXY_PIDS[@]}"; do echo 5 >"/proc/$p/clear_refs"; done
+}
+TICK=$(getconf CLK_TCK)
+
+# Emits one JSON result line: fields given as key=value (numbers) or key:=value (strings).
+record() {
+    python3 - "$@" >>"$RESULTS" <<'PY'
+import json, sys
+out = {}
+for a in sys.argv[1:]:
+    if ":=" in a:
+        k, v = a.split(":=", 1)
+        out[k] = v
+    else:
+        k, v = a.split("=", 1)
+        out[k] = json.loads(v) if v else None
+print(json.dumps(out))
+PY
+}
+
+# Port layout: agent egress 15001 serves HTTP/1.1 and h2c; nginx 8081 (h1) / 8082 (h2c) / 8083
+# (TCP); haproxy 8091 / 8092 / 8093; direct goes to the backend (v1) and the iperf3 sink.
+ports_of() {
+    case $1 in
+        direct) echo "18081 18081 25201" ;;
+        agent) echo "15001 15001 9000" ;;
+        nginx) echo "8081 8082 8083" ;;
+        haproxy) echo "8091 8092 8093" ;;
+    esac
+}
+
+start_proxy() {
+    PROXY_PIDS=()
+    case $1 in
+        direct) return 0 ;;
+        agent)
+            start_bg "$PROXY_CPU" "$RUN/agent.log" env \
+                APPMESH_VIRTUAL_NODE_NAME=mesh/bench/virtualNode/bench-client \
+                TASKMESH_CONFIG="file://$PERF/mesh.yaml" TASKMESH_WORKERS=1 \
+                TASKMESH_CACHE="$RUN/cache/last-good.json" ENVOY_ADMIN_ACCESS_PORT=9901 \
+                "$AGENT"
+            ;;
+        nginx) start_bg "$PROXY_CPU" "$RUN/nginx.log" nginx -c "$RUN/nginx.conf" -p "$RUN" ;;
+        haproxy) start_bg "$PROXY_CPU" "$RUN/haproxy.log" haproxy -f "$RUN/haproxy.cfg" -db ;;
+    esac
+    local pid=$BG_PID out=$RUN/$1.log
+    local h1 h2 tcp
+    read -r h1 h2 tcp <<<"$(ports_of "$1")"
+    wait_port "$h1" "$pid" "$out"
+    if [[ $1 == agent ]]; then
+        local i
+        for i in $(seq 1 100); do
+            nsx "$AGENT" health --admin-port 9901 && break
+            sleep 0.1
+        done
+        nsx "$AGENT" health --admin-port 9901 || die "agent not LIVE (log: $RUN/agent.log)"
+    fi
+    case $(cat "/proc/$pid/comm") in
+        taskmesh-agent | nginx | haproxy) ;;
+        *) die "$1: pid $pid is $(cat "/proc/$pid/comm"), not the proxy itself" ;;
+    esac
+    PROXY_PIDS=("$pid")
+    if [[ $1 == nginx ]]; then
+        local w=""
+        for i in $(seq 1 50); do
+            w=$(pgrep -P "$pid" || true)
+            [[ -n $w ]] && break
+            sleep 0.1
+        done
+        [[ $(wc -w <<<"$w") == 1 ]] || die "nginx: expected one worker under master $pid, got '$w'"
+        PROXY_PIDS+=("$w")
+    fi
+    local p
+    for p in "${PROXY_PIDS[@]}"; do
+        [[ $(taskset -cp "$p" | awk '{ print $NF }') == "$PROXY_CPU" ]] ||
+            die "$1 (pid $p) is not pinned to CPU $PROXY_CPU"
+    done
+}
+
+stop_proxy() {
+    local p
+    for p in "${PROXY_PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    sleep 0.5
+    PROXY_PIDS=()
+}
+
+# The route must answer 200 and split about 90/10 over v1 (:18081) and v2 (:18082).
+check_route() {
+    local name=$1 port=$2 n=200 urls=() i
+    for i in $(seq 1 $n); do urls+=("http://127.0.0.1:$port$URL_PATH"); done
+    local out
+    out=$(nsx curl -s -o /dev/null -H "Host: $HOST" -w '%{http_code} %header{x-backend}\n' "${urls[@]}")
+    local ok v2
+    ok=$(grep -c '^200 ' <<<"$out" || true)
+    v2=$(grep -c ':18082$' <<<"$out" || true)
+    ((ok == n)) || die "$name: $((n - ok)) of $n requests did not answer 200: $(sort <<<"$out" | uniq -c | head -3)"
+    if [[ $name != direct ]] && ((v2 < 4 || v2 > 45)); then
+        die "$name: $v2 of $n requests went to v2; the route says 10 %"
+    fi
+    echo "$v2"
+}
+
+measure_wrk() {
+    local name=$1 port=$2 conns=$3
+    local url="http://127.0.0.1:$port$URL_PATH"
+    on_load wrk -t1 -c"$conns" -d"${WARMUP}s" -H "Host: $HOST" "$url" >/dev/null
+    [[ $name == direct ]] || reset_peak
+    local c0 c1 json
+    [[ $name == direct ]] || c0=$(cpu_ticks)
+    json=$(on_load wrk -t1 -c"$conns" -d"${DURATION}s" --latency -H "Host: $HOST" \
+        -s "$PERF/wrk-report.lua" "$url" | tee "$RUN/wrk-$name-$conns.txt" | grep '^{') ||
+        die "$name: wrk at $conns connections failed (output: $RUN/wrk-$name-$conns.txt)"
+    local rss="" cpu=""
+    if [[ $name != direct ]]; then
+        c1=$(cpu_ticks)
+        rss=$(sum_kb VmHWM)
+        cpu=$(python3 -c "print(($c1 - $c0) / $TICK)")
+    fi
+    record kind:=http1 proxy:="$name" conns="$conns" wrk:="$json" peak_rss_kb="$rss" cpu_s="$cpu"
+    log "$name http/1.1 c=$conns: $json peak_rss_kb=$rss cpu_s=$cpu"
+}
+
+measure_h2() {
+    local name=$1 port=$2
+    [[ $name == direct ]] || reset_peak
+    local c0 c1 out
+    [[ $name == direct ]] || c0=$(cpu_ticks)
+    out=$(on_load h2load -t1 -c"$H2_CONNS" -m"$H2_STREAMS" --warm-up-time=2 -D "$DURATION" \
+        -H ":authority: $HOST" "http://127.0.0.1:$port$URL_PATH" | tee "$RUN/h2load-$name.txt") ||
+        die "$name: h2load failed (output: $RUN/h2load-$name.txt)"
+    local rss="" cpu=""
+    if [[ $name != direct ]]; then
+        c1=$(cpu_ticks)
+        rss=$(sum_kb VmHWM)
+        cpu=$(python3 -c "print(($c1 - $c0) / $TICK)")
+    fi
+    local rps ok failed mean max
+    rps=$(awk '/^finished in/ { gsub(",", "", $4); print $4 }' <<<"$out")
+    ok=$(awk '/^status codes:/ { print $3 }' <<<"$out")
+    failed=$(awk '/^requests:/ { for (i = 1; i <= NF; i++) if ($(i + 1) == "failed,") print $i }' <<<"$out")
+    read -r mean max < <(python3 "$PERF/report.py" --h2load-latency <<<"$out")
+    record kind:=h2 proxy:="$name" conns="$H2_CONNS" streams="$H2_STREAMS" rps="$rps" ok2xx="$ok" \
+        failed="${failed:-0}" mean_us="$mean" max_us="$max" peak_rss_kb="$rss" cpu_s="$cpu"
+    log "$name h2 c=$H2_CONNS m=$H2_STREAMS: $rps req/s, 2xx=$ok failed=${failed:-0} mean=${mean}us cpu_s=$cpu"
+}
+
+measure_tcp() {
+    local name=$1 port=$2
+    [[ $name == direct ]] || reset_peak
+    local c0 c1 json
+    [[ $name == direct ]] || c0=$(cpu_ticks)
+    json=$(on_load iperf3 -c 127.0.0.1 -p "$port" -t "$TCP_SECONDS" -J | tee "$RUN/iperf3-$name.json")
+    local rss="" cpu=""
+    if [[ $name != direct ]]; then
+        c1=$(cpu_ticks)
+        rss=$(sum_kb VmHWM)
+        cpu=$(python3 -c "print(($c1 - $c0) / $TICK)")
+    fi
+    local bps
+    bps=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"])' <<<"$json") ||
+        die "$name: iperf3 through port $port failed: $(head -c 400 <<<"$json")"
+    record kind:=tcp proxy:="$name" gbps="$(python3 -c "print($bps / 1e9)")" peak_rss_kb="$rss" cpu_s="$cpu" seconds="$TCP_SECONDS"
+    log "$name tcp: $(python3 -c "print(round($bps / 1e9, 2))") Gbit/s cpu_s=$cpu"
+}
+
+# ---- 5. the runs ------------------------------------------------------------------------------
+load1() { cut -d' ' -f1 /proc/loadavg; }
+load_high() { python3 -c "import sys; sys.exit(0 if $(load1) >= $LOAD_MAX else 1)"; }
+waited=0
+while ((waited < LOAD_WAIT)) && load_high; do
+    log "load average $(load1) >= $LOAD_MAX; waiting (${waited}s of ${LOAD_WAIT}s)"
+    sleep 15
+    waited=$((waited + 15))
+done
+LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
+STARTED=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+log "load average before: $LOAD_BEFORE; results in $RUN"
+
+for name in $PROXIES; do
+    read -r h1 h2 tcp <<<"$(ports_of "$name")"
+    start_proxy "$name"
+    idle=""
+    if [[ $name != direct ]]; then
+        sleep 1
+        idle=$(sum_kb VmRSS)
+    fi
+    v2=$(check_route "$name" "$h1")
+    record kind:=start proxy:="$name" idle_rss_kb="$idle" v2_of_200="$v2"
+    log "$name: idle RSS ${idle:-n/a} kB, $v2 of 200 requests to v2"
+    for c in $CONNS; do measure_wrk "$name" "$h1" "$c"; done
+    measure_h2 "$name" "$h2"
+    measure_tcp "$name" "$tcp"
+    stop_proxy
+done
+LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
+log "load average after: $LOAD_AFTER"
+
+# ---- 6. route-table micro-benchmarks ----------------------------------------------------------
+BENCH_SINCE=$(date +%s)
+if [[ $SKIP_BENCH != 1 ]]; then
+    log "cargo bench -p taskmesh-mesh (short measurement)"
+    (cd "$ROOT" && cargo bench -q -p taskmesh-mesh --bench routing -- \
+        --warm-up-time 0.5 --measurement-time 1 --noplot >"$RUN/criterion.txt" 2>&1) ||
+        die "cargo bench failed: $(tail -20 "$RUN/criterion.txt")"
+fi
+
+# ---- 7. report --------------------------------------------------------------------------------
+{
+    echo "{\"started\": \"$STARTED\", \"load_before\": \"$LOAD_BEFORE\", \"load_after\": \"$LOAD_AFTER\","
+    echo " \"cpu_model\": $(lscpu | awk -F: '/^Model name/ { gsub(/^ +/, "", $2); print $2; exit }' | python3 -c 'import json,sys; print(json.dumps(sys.stdin.read().strip()))'),"
+    echo " \"cpus\": $ncpu, \"kernel\": \"$(uname -r)\","
+    echo " \"os\": $(. /etc/os-release && python3 -c 'import json,sys; print(json.dumps(sys.argv[1]))' "$PRETTY_NAME"),"
+    echo " \"nginx\": \"$(nginx -v 2>&1 | sed 's/.*: //')\", \"haproxy\": \"$(haproxy -v | head -1)\","
+    echo " \"rustc\": \"$(rustc --version)\", \"wrk\": \"$(wrk -v 2>&1 | head -1 | awk '{ print $1, $2 }')\","
+    echo " \"h2load\": \"$(h2load --version | head -1)\", \"iperf3\": \"$(iperf3 --version | head -1)\","
+    echo " \"commit\": \"$(cd "$ROOT" && git rev-parse --short HEAD)$(cd "$ROOT" && git diff --quiet -- agent mesh tests/perf || echo '+dirty')\","
+    echo " \"duration\": $DURATION, \"warmup\": $WARMUP, \"proxy_cpu\": $PROXY_CPU, \"load_cpu\": $LOAD_CPU,"
+    echo " \"host\": \"$HOST\", \"path\": \"$URL_PATH\", \"h2_conns\": $H2_CONNS, \"h2_streams\": $H2_STREAMS,"
+    echo " \"tcp_seconds\": $TCP_SECONDS, \"criterion_dir\": \"$TARGET_DIR/criterion\", \"bench_since\": $BENCH_SINCE,"
+    echo " \"skip_bench\": $SKIP_BENCH}"
+} >"$RUN/meta.json"
+python3 "$PERF/report.py" "$RUN/meta.json" "$RESULTS" >"$OUT"
+log "wrote $OUT (raw results: $RUN)"
