@@ -7,7 +7,7 @@
 
 use std::ffi::OsString;
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
@@ -218,6 +218,51 @@ impl TaskDefinition {
     }
 }
 
+/// `path` itself when any user may execute it (every directory above it searchable by
+/// others), else a copy in `<tmp>/taskmesh-e2e-bin/` that is, made once and reused while the
+/// original is unchanged. Containers run as uid 1337 or 1000, which cannot execute a binary in
+/// a checkout under, say, `/root`.
+pub fn executable_by_all(path: &Path) -> Result<PathBuf, HarnessError> {
+    use std::os::unix::fs::PermissionsExt;
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| HarnessError::Io { path, source }
+    };
+    let mode = |p: &Path| std::fs::metadata(p).map(|m| m.permissions().mode());
+    let file_ok = mode(path).map_err(io(path))? & 0o005 == 0o005;
+    let dirs_ok = path
+        .ancestors()
+        .skip(1)
+        .filter(|d| !d.as_os_str().is_empty())
+        .all(|d| mode(d).is_ok_and(|m| m & 0o001 != 0));
+    if file_ok && dirs_ok {
+        return Ok(path.to_path_buf());
+    }
+    let dir = std::env::temp_dir().join("taskmesh-e2e-bin");
+    std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).map_err(io(&dir))?;
+    let name = path
+        .file_name()
+        .ok_or_else(|| invalid(format!("{} has no file name", path.display())))?;
+    let copy = dir.join(name);
+    let source = std::fs::metadata(path).map_err(io(path))?;
+    let fresh = std::fs::metadata(&copy).is_ok_and(|c| {
+        c.len() == source.len()
+            && matches!((c.modified(), source.modified()), (Ok(c), Ok(s)) if c >= s)
+    });
+    if !fresh {
+        let tmp = dir.join(format!(
+            "{}.{}.tmp",
+            name.to_string_lossy(),
+            std::process::id()
+        ));
+        std::fs::copy(path, &tmp).map_err(io(&tmp))?;
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755)).map_err(io(&tmp))?;
+        std::fs::rename(&tmp, &copy).map_err(io(&copy))?;
+    }
+    Ok(copy)
+}
+
 /// A command for `program` inside `ns` as the container's user, with exactly the container's
 /// environment (plus `PATH`, as an image's default environment would give).
 pub fn container_command(
@@ -382,6 +427,29 @@ mod tests {
         assert_eq!(init.env("TASKMESH_IGNORED_UID"), Some("1337"));
         assert_eq!(init.uid_gid().expect("uid"), (0, 0));
         assert!(td.container("nope").is_err());
+    }
+
+    #[test]
+    fn binaries_others_cannot_reach_are_copied_where_they_can() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700))
+            .expect("chmod");
+        let name = format!("e2e-bin-test-{}", std::process::id());
+        let hidden = dir.path().join(&name);
+        std::fs::write(&hidden, b"#!/bin/sh\n").expect("write");
+        std::fs::set_permissions(&hidden, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        let copy = executable_by_all(&hidden).expect("copy");
+        assert_ne!(copy, hidden);
+        assert_eq!(std::fs::read(&copy).expect("read"), b"#!/bin/sh\n");
+        assert_eq!(
+            std::fs::metadata(&copy).expect("meta").permissions().mode() & 0o777,
+            0o755
+        );
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
+            .expect("chmod");
+        assert_eq!(executable_by_all(&hidden).expect("as is"), hidden);
+        let _ = std::fs::remove_file(copy);
     }
 
     #[test]

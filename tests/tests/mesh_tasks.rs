@@ -27,6 +27,11 @@ use taskmesh_e2e::task::{self, TaskDefinition};
 
 /// The app container of every task.
 const APP: &str = env!("CARGO_BIN_EXE_taskmesh-e2e-app");
+/// [`APP`], where the app users can execute it.
+fn app_binary() -> PathBuf {
+    task::executable_by_all(Path::new(APP)).expect("taskmesh-e2e-app binary")
+}
+
 /// The colorteller's (and the gateway's) container port.
 const APP_PORT: u16 = 9080;
 /// Where the servers outside the mesh listen.
@@ -198,7 +203,7 @@ fn wait_listening(child: &mut ChildProcess, ns: &Netns, port: u16) {
 }
 
 fn serve(ns: &Netns, uid: u32, port: u16, name: &str) -> ChildProcess {
-    let mut command = ns.command_as(uid, uid, APP);
+    let mut command = ns.command_as(uid, uid, app_binary());
     command.args(["serve", &port.to_string(), name]);
     let mut child = ChildProcess::spawn(&format!("{name}-{port}"), command).expect("spawn server");
     wait_listening(&mut child, ns, port);
@@ -251,7 +256,9 @@ fn start_task(
 
 impl Colorapp {
     fn start(weights: [u32; 3], egress_filter: &str) -> Colorapp {
-        let agent_binary = cargo_bin::taskmesh_agent().expect("taskmesh-agent binary");
+        let agent_binary = cargo_bin::taskmesh_agent()
+            .and_then(|p| task::executable_by_all(&p))
+            .expect("taskmesh-agent binary");
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
             .expect("chmod tempdir");
@@ -326,7 +333,7 @@ impl Colorapp {
     /// The command for the gateway's app container: `taskmesh-e2e-app get URL COUNT INTERVAL`
     /// as the container's user (uid 1000) in the gateway task.
     fn client(&self, uid: u32, url: &str, count: u32, interval_ms: u32) -> std::process::Command {
-        let mut command = self.gateway.ns.command_as(uid, uid, APP);
+        let mut command = self.gateway.ns.command_as(uid, uid, app_binary());
         command.args(["get", url, &count.to_string(), &interval_ms.to_string()]);
         command
     }
