@@ -1,0 +1,139 @@
+#!/usr/bin/env bash
+# Where taskmesh-agent's time goes on the benchmark's request (tests/perf/run.sh set-up: same
+# mesh, backend, CPU pinning, explicit-mode egress). Run as root: `tests/perf/profile.sh [perf|callgrind|both]`.
+#
+#  perf       `perf record -e cpu-clock` (software sampling: this VM exposes no hardware
+#             counters) with DWARF call graphs over the agent's life: start, $DURATION s of wrk at
+#             $CONNS connections, stop;
+#             prints the hottest symbols (self and with children).
+#  callgrind  `valgrind --tool=callgrind` over exactly $REQUESTS requests (h2load --h1, 16
+#             connections) and over none: stable instruction counts per function (inclusive
+#             and self), and the instructions per request (the difference of the two runs).
+#
+# The agent is built with symbols in a separate cargo profile (`profiling`: release + line
+# tables, not stripped) into target/profiling, so target/release is left alone.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+PERF=$ROOT/tests/perf
+MODE=${1:-both}
+DURATION=${DURATION:-8}
+CONNS=${CONNS:-16}
+REQUESTS=${REQUESTS:-20000}
+PROXY_CPU=${PROXY_CPU:-1}
+LOAD_CPU=${LOAD_CPU:-0}
+NS=taskmesh-prof
+HOST=svc7.bench.local
+URL=http://127.0.0.1:15001/api/v1/items
+
+log() { printf '[profile %s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
+die() { log "ERROR: $*"; exit 1; }
+[[ $(id -u) == 0 ]] || die "run as root"
+command -v wrk >/dev/null && command -v h2load >/dev/null || die "run tests/perf/run.sh once first (it installs wrk and h2load)"
+command -v perf >/dev/null || [[ $MODE == callgrind ]] || die "perf is missing (apt-get install linux-perf)"
+command -v valgrind >/dev/null || [[ $MODE == perf ]] || die "valgrind is missing (apt-get install valgrind)"
+
+log "building the agent with symbols (cargo profile 'profiling')"
+(cd "$ROOT" && cargo build -q -p taskmesh-agent --bin taskmesh-agent --profile profiling \
+    --config 'profile.profiling.inherits="release"' --config 'profile.profiling.strip="none"' \
+    --config 'profile.profiling.debug="line-tables-only"' &&
+    cargo build --release -q -p taskmesh-e2e --bin perf-backend)
+TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+AGENT=$TARGET_DIR/profiling/taskmesh-agent
+BACKEND=$TARGET_DIR/release/perf-backend
+
+RUN=$(mktemp -d /tmp/taskmesh-prof.XXXXXX)
+PIDS=()
+cleanup() {
+    local p
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+    ip netns del "$NS" 2>/dev/null || true
+    rm -rf "/etc/netns/$NS"
+}
+trap cleanup EXIT
+ip netns del "$NS" 2>/dev/null || true
+ip netns add "$NS"
+ip -n "$NS" link set lo up
+mkdir -p "/etc/netns/$NS"
+cp "$PERF/hosts" "/etc/netns/$NS/hosts"
+nsx() { ip netns exec "$NS" "$@"; }
+wait_port() {
+    local i
+    for i in $(seq 1 300); do
+        nsx bash -c "exec 3<>/dev/tcp/127.0.0.1/$1" 2>/dev/null && return 0
+        sleep 0.1
+    done
+    die "nothing listens on port $1 (logs in $RUN)"
+}
+
+# Background commands run as `ip netns exec … &` (not through a shell function) so that $! is the
+# command itself: ip netns exec, taskset and env exec into it.
+ip netns exec "$NS" taskset -c "$LOAD_CPU" "$BACKEND" 127.0.0.1:18081 127.0.0.1:18082 >"$RUN/backend.log" 2>&1 &
+PIDS+=($!)
+wait_port 18081
+wait_port 18082
+
+agent_env=(APPMESH_VIRTUAL_NODE_NAME=mesh/bench/virtualNode/bench-client
+    "TASKMESH_CONFIG=file://$PERF/mesh.yaml" TASKMESH_WORKERS=1
+    "TASKMESH_CACHE=$RUN/last-good.json")
+
+if [[ $MODE == perf || $MODE == both ]]; then
+    # perf starts the agent (attaching with -p records nothing on this VM).
+    ip netns exec "$NS" taskset -c "$PROXY_CPU" perf record -q -e cpu-clock -F 1999 --call-graph dwarf,16384 \
+        -o "$RUN/perf.data" -- env "${agent_env[@]}" LISTENER_DRAIN_WAIT_TIME_S=0 "$AGENT" >"$RUN/agent.log" 2>&1 &
+    rec=$!
+    PIDS+=("$rec")
+    wait_port 15001
+    pid=$(pgrep -P "$rec")
+    nsx taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d"${DURATION}s" -H "Host: $HOST" "$URL" | tee "$RUN/wrk.txt"
+    kill "$pid"
+    wait "$rec" || true
+    log "perf: hottest symbols, self time (top 40)"
+    perf report -i "$RUN/perf.data" --no-children --stdio --sort comm,dso,symbol -g none --percent-limit 0.5 2>/dev/null |
+        grep -v '^#' | grep -v '^$' | sed 's/  */ /g; s/ - - *$//' | cut -c1-200 >"$RUN/perf-self.txt" || true
+    sed -n 1,40p "$RUN/perf-self.txt"
+    log "perf: by thread"
+    perf report -i "$RUN/perf.data" --no-children --stdio --sort comm -g none 2>/dev/null |
+        grep -v '^#' | grep -v '^$' | sed 's/  */ /g' | sed -n 1,8p || true
+    log "perf: with children (top 45)"
+    perf report -i "$RUN/perf.data" --children --stdio --sort symbol -g none --percent-limit 3 2>/dev/null |
+        grep -v '^#' | grep -v '^$' | sed 's/  */ /g; s/ - - *$//' | cut -c1-200 >"$RUN/perf-children.txt" || true
+    sed -n 1,45p "$RUN/perf-children.txt"
+fi
+
+# Runs the agent under callgrind, sends $1 requests (16 connections), stops it; prints the dump.
+callgrind_run() {
+    local n=$1 out=$RUN/callgrind.$1.out
+    ip netns exec "$NS" taskset -c "$PROXY_CPU" env "${agent_env[@]}" LISTENER_DRAIN_WAIT_TIME_S=0 valgrind --tool=callgrind \
+        --callgrind-out-file="$out" "$AGENT" >"$RUN/agent-callgrind.$n.log" 2>&1 &
+    local pid=$!
+    wait_port 15001
+    sleep 1
+    if ((n > 0)); then
+        nsx taskset -c "$LOAD_CPU" h2load --h1 -t1 -c16 -n "$n" -H ":authority: $HOST" "$URL" |
+            grep -E '^(finished|requests|status)' >&2
+    fi
+    kill -TERM "$pid"
+    wait "$pid" 2>/dev/null || true
+    kill -0 "$pid" 2>/dev/null && die "the agent under callgrind (pid $pid) did not stop"
+    echo "$out"
+}
+ir_total() { callgrind_annotate "$1" 2>/dev/null | awk '/PROGRAM TOTALS/ { gsub(",", "", $1); print $1 }'; }
+
+if [[ $MODE == callgrind || $MODE == both ]]; then
+    # Instructions per request = (start + N requests + stop) - (start + stop), over N: the
+    # difference removes start-up (document parsing, table compilation) and shutdown.
+    base=$(callgrind_run 0)
+    dump=$(callgrind_run "$REQUESTS")
+    b=$(ir_total "$base")
+    t=$(ir_total "$dump")
+    log "callgrind: start+stop $b instructions; with $REQUESTS requests $t: $(((t - b) / REQUESTS)) per request"
+    log "callgrind: inclusive (top 45)"
+    callgrind_annotate --inclusive=yes "$dump" 2>/dev/null >"$RUN/callgrind-inclusive.txt"
+    sed -n '/^Ir/,$p' "$RUN/callgrind-inclusive.txt" | sed -n 1,48p
+    log "callgrind: self (top 40)"
+    callgrind_annotate "$dump" 2>/dev/null >"$RUN/callgrind-self.txt"
+    sed -n '/^Ir/,$p' "$RUN/callgrind-self.txt" | sed -n 1,43p
+fi
+log "raw data in $RUN"
