@@ -1,20 +1,40 @@
-//! Endpoint discovery for target nodes: DNS names resolved with the system resolver
-//! (`tokio::net::lookup_host`) and cached; `LOADBALANCER` uses the first address, `ENDPOINTS`
-//! spreads over every address. Entries are re-resolved after [`REFRESH`] (the system resolver
-//! does not expose record TTLs) and the last good answer is kept if a re-resolution fails.
-//! Cloud Map targets resolve through their private DNS name `<service>.<namespace>`, which is
-//! what Cloud Map DNS namespaces publish.
+//! Endpoint discovery for target nodes: DNS names resolved with hickory-resolver and cached for
+//! the records' TTL (clamped to [`MIN_TTL`]..=[`MAX_TTL`]); `LOADBALANCER` uses the first
+//! address, `ENDPOINTS` spreads round-robin over every address. The hosts file is read on every
+//! resolution (so edits and `ip netns exec`'s `/etc/netns/<ns>/hosts` are seen) and its answers
+//! live [`HOSTS_TTL`]. An expired answer is still served while one background refresh runs; a
+//! failed refresh keeps the last good answer, is counted ([`Resolver::refresh_failures`]) and
+//! retried after [`MIN_TTL`]. IP literals and `localhost` never touch DNS. Cloud Map targets
+//! resolve through their private DNS name `<service>.<namespace>`, which is what Cloud Map DNS
+//! namespaces publish.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
+use hickory_resolver::config::{
+    ConnectionConfig, LookupIpStrategy, NameServerConfig, ResolveHosts, ResolverConfig,
+};
+use hickory_resolver::net::runtime::TokioRuntimeProvider;
+use hickory_resolver::proto::op::Query;
+use hickory_resolver::proto::rr::{Name, RData, RecordType};
+use hickory_resolver::{Hosts, TokioResolver};
 use taskmesh_mesh::{Discovery, DnsResponseType};
 
-/// How long a resolved answer is used before it is refreshed.
-pub const REFRESH: Duration = Duration::from_secs(5);
+/// Shortest time an answer is cached (also the retry delay after a failed refresh).
+pub const MIN_TTL: Duration = Duration::from_secs(1);
+/// Longest time an answer is cached, whatever its TTL says.
+pub const MAX_TTL: Duration = Duration::from_secs(60);
+/// How long a hosts-file answer is cached, so edits to the file are seen quickly.
+pub const HOSTS_TTL: Duration = Duration::from_secs(2);
+/// The system hosts file.
+pub const SYSTEM_HOSTS: &str = "/etc/hosts";
+/// Per-attempt query timeout for resolvers built by [`Resolver::with_name_servers`].
+const EXPLICIT_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Why no endpoint could be found.
 #[derive(thiserror::Error, Debug, Clone)]
@@ -32,19 +52,75 @@ pub enum DiscoveryError {
     NoDiscovery,
 }
 
-struct Entry {
+/// One resolved answer and when it stops being fresh.
+struct Answer {
     addrs: Arc<[IpAddr]>,
-    fetched: Instant,
+    expires: Instant,
+}
+
+/// The cached state of one hostname.
+struct Slot {
+    answer: ArcSwap<Answer>,
+    refreshing: AtomicBool,
     next: AtomicUsize,
 }
 
-/// Cached resolver shared by all connections.
-#[derive(Default)]
+/// Where DNS questions go.
+enum NameServers {
+    /// `/etc/resolv.conf` (read when the first DNS lookup is made).
+    System,
+    /// These servers over UDP, no search domains.
+    Explicit(Vec<SocketAddr>),
+}
+
+struct Inner {
+    servers: NameServers,
+    hosts_file: Option<PathBuf>,
+    dns: OnceLock<TokioResolver>,
+    cache: RwLock<HashMap<Box<str>, Arc<Slot>>>,
+    refresh_failures: AtomicU64,
+}
+
+/// Cached resolver shared by all connections (cheap to clone; clones share the cache).
+#[derive(Clone)]
 pub struct Resolver {
-    cache: RwLock<HashMap<Box<str>, Arc<Entry>>>,
+    inner: Arc<Inner>,
+}
+
+impl Default for Resolver {
+    /// The production resolver: `/etc/hosts`, then the name servers of `/etc/resolv.conf`.
+    fn default() -> Resolver {
+        Resolver::new(NameServers::System, Some(PathBuf::from(SYSTEM_HOSTS)))
+    }
 }
 
 impl Resolver {
+    /// A resolver asking `servers` (UDP) instead of the system configuration, consulting
+    /// `hosts_file` first when given. Queries time out after 1 s (2 attempts).
+    pub fn with_name_servers(servers: &[SocketAddr], hosts_file: Option<&Path>) -> Resolver {
+        Resolver::new(
+            NameServers::Explicit(servers.to_vec()),
+            hosts_file.map(Path::to_path_buf),
+        )
+    }
+
+    fn new(servers: NameServers, hosts_file: Option<PathBuf>) -> Resolver {
+        Resolver {
+            inner: Arc::new(Inner {
+                servers,
+                hosts_file,
+                dns: OnceLock::new(),
+                cache: RwLock::new(HashMap::new()),
+                refresh_failures: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    /// Background refreshes that failed (the last good answer was kept).
+    pub fn refresh_failures(&self) -> u64 {
+        self.inner.refresh_failures.load(Ordering::Relaxed)
+    }
+
     /// One endpoint for `discovery` on `port`.
     pub async fn endpoint(
         &self,
@@ -73,56 +149,188 @@ impl Resolver {
         }
     }
 
-    /// An address of `host`: the first one, or round-robin over all when `all`.
+    /// An address of `host`: the first one, or round-robin over all when `all`. Only the first
+    /// resolution of a name waits for DNS; later ones are served from the cache (stale answers
+    /// while a background refresh runs).
     pub async fn pick(&self, host: &str, all: bool) -> Result<IpAddr, DiscoveryError> {
         if let Ok(ip) = host.parse::<IpAddr>() {
             return Ok(ip);
         }
-        let cached = self.cache.read().ok().and_then(|c| c.get(host).cloned());
-        let entry = match cached {
-            Some(e) if e.fetched.elapsed() < REFRESH => e,
-            stale => match self.resolve(host).await {
-                Ok(e) => e,
-                Err(err) => match stale {
-                    Some(e) => {
-                        tracing::warn!(host, error = %err, "re-resolution failed; keeping last answer");
-                        e
-                    }
-                    None => return Err(err),
-                },
-            },
+        if is_localhost(host) {
+            return Ok(IpAddr::V4(Ipv4Addr::LOCALHOST));
+        }
+        let cached = self
+            .inner
+            .cache
+            .read()
+            .ok()
+            .and_then(|c| c.get(host).cloned());
+        let slot = match cached {
+            Some(slot) => {
+                let expired = slot.answer.load().expires <= Instant::now();
+                if expired && !slot.refreshing.swap(true, Ordering::AcqRel) {
+                    self.spawn_refresh(host, slot.clone());
+                }
+                slot
+            }
+            None => {
+                let answer = self.inner.lookup(host).await?;
+                let fresh = Arc::new(Slot {
+                    answer: ArcSwap::from_pointee(answer),
+                    refreshing: AtomicBool::new(false),
+                    next: AtomicUsize::new(0),
+                });
+                match self.inner.cache.write() {
+                    Ok(mut c) => c.entry(host.into()).or_insert(fresh).clone(),
+                    Err(_) => fresh,
+                }
+            }
         };
+        let answer = slot.answer.load();
         let i = if all {
-            entry.next.fetch_add(1, Ordering::Relaxed) % entry.addrs.len()
+            slot.next.fetch_add(1, Ordering::Relaxed) % answer.addrs.len()
         } else {
             0
         };
-        Ok(entry.addrs[i])
+        Ok(answer.addrs[i])
     }
 
-    async fn resolve(&self, host: &str) -> Result<Arc<Entry>, DiscoveryError> {
+    fn spawn_refresh(&self, host: &str, slot: Arc<Slot>) {
+        let inner = self.inner.clone();
+        let host = host.to_string();
+        tokio::spawn(async move {
+            match inner.lookup(&host).await {
+                Ok(answer) => slot.answer.store(Arc::new(answer)),
+                Err(err) => {
+                    inner.refresh_failures.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(host, error = %err, "re-resolution failed; keeping last answer");
+                    let addrs = slot.answer.load().addrs.clone();
+                    slot.answer.store(Arc::new(Answer {
+                        addrs,
+                        expires: Instant::now() + MIN_TTL,
+                    }));
+                }
+            }
+            slot.refreshing.store(false, Ordering::Release);
+        });
+    }
+}
+
+impl Inner {
+    /// Resolve `host` now: the hosts file first, then DNS.
+    async fn lookup(&self, host: &str) -> Result<Answer, DiscoveryError> {
         let err = |why: String| DiscoveryError::Resolve {
             host: host.to_string(),
             why,
         };
-        let addrs: Vec<IpAddr> = tokio::net::lookup_host((host, 0))
-            .await
+        if let Some(path) = &self.hosts_file
+            && let Some(addrs) = hosts_lookup(path, host).await
+        {
+            return Ok(Answer {
+                addrs: addrs.into(),
+                expires: Instant::now() + HOSTS_TTL,
+            });
+        }
+        let lookup = self
+            .dns()
             .map_err(|e| err(e.to_string()))?
-            .map(|sa| sa.ip())
-            .collect();
+            .lookup_ip(host)
+            .await
+            .map_err(|e| err(e.to_string()))?;
+        let addrs: Vec<IpAddr> = lookup.iter().collect();
         if addrs.is_empty() {
             return Err(err("no addresses".into()));
         }
-        let entry = Arc::new(Entry {
+        let now = Instant::now();
+        let ttl = lookup
+            .valid_until()
+            .saturating_duration_since(now)
+            .clamp(MIN_TTL, MAX_TTL);
+        Ok(Answer {
             addrs: addrs.into(),
-            fetched: Instant::now(),
-            next: AtomicUsize::new(0),
-        });
-        if let Ok(mut c) = self.cache.write() {
-            c.insert(host.into(), entry.clone());
-        }
-        Ok(entry)
+            expires: now + ttl,
+        })
     }
+
+    /// The hickory resolver, built on first use (a failure is retried on the next lookup).
+    fn dns(&self) -> Result<&TokioResolver, hickory_resolver::net::NetError> {
+        if let Some(r) = self.dns.get() {
+            return Ok(r);
+        }
+        let mut builder = match &self.servers {
+            NameServers::System => TokioResolver::builder_tokio()?,
+            NameServers::Explicit(addrs) => {
+                let servers = addrs
+                    .iter()
+                    .map(|sa| {
+                        let mut conn = ConnectionConfig::udp();
+                        conn.port = sa.port();
+                        let mut ns = NameServerConfig::udp(sa.ip());
+                        ns.connections = vec![conn];
+                        ns
+                    })
+                    .collect();
+                let mut b = TokioResolver::builder_with_config(
+                    ResolverConfig::from_name_servers(servers),
+                    TokioRuntimeProvider::default(),
+                );
+                b.options_mut().timeout = EXPLICIT_TIMEOUT;
+                b.options_mut().attempts = 2;
+                b
+            }
+        };
+        let opts = builder.options_mut();
+        // The hosts file is read by us on every lookup; hickory's copy is read only once.
+        opts.use_hosts_file = ResolveHosts::Never;
+        // ECS tasks are IPv4 first (App Mesh's default ipPreference is IPv4_PREFERRED).
+        opts.ip_strategy = LookupIpStrategy::Ipv4AndIpv6;
+        // Our cache bounds the TTL; hickory's must not hold an answer longer.
+        opts.positive_max_ttl = Some(MAX_TTL);
+        let resolver = builder.build()?;
+        Ok(self.dns.get_or_init(|| resolver))
+    }
+}
+
+/// `localhost` and names under it (RFC 6761) are the loopback address.
+fn is_localhost(host: &str) -> bool {
+    let h = host.strip_suffix('.').unwrap_or(host);
+    h.eq_ignore_ascii_case("localhost")
+        || h.len() > 10 && h.as_bytes()[h.len() - 10..].eq_ignore_ascii_case(b".localhost")
+}
+
+/// The addresses `path` lists for `host` (IPv4 first), or `None` if it lists none or cannot be
+/// read (a missing hosts file just means "ask DNS").
+async fn hosts_lookup(path: &Path, host: &str) -> Option<Vec<IpAddr>> {
+    let text = match tokio::fs::read(path).await {
+        Ok(t) => t,
+        Err(e) => {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                tracing::debug!(path = %path.display(), error = %e, "hosts file unreadable");
+            }
+            return None;
+        }
+    };
+    let mut hosts = Hosts::default();
+    if let Err(e) = hosts.read_hosts_conf(&text[..]) {
+        tracing::debug!(path = %path.display(), error = %e, "hosts file unparsable");
+        return None;
+    }
+    let name = Name::from_utf8(host).ok()?;
+    let addrs: Vec<IpAddr> = [RecordType::A, RecordType::AAAA]
+        .into_iter()
+        .filter_map(|t| hosts.lookup_static_host(&Query::query(name.clone(), t)))
+        .flat_map(|l| {
+            l.answers()
+                .iter()
+                .filter_map(|r| match &r.data {
+                    RData::A(a) => Some(IpAddr::V4(a.0)),
+                    RData::AAAA(a) => Some(IpAddr::V6(a.0)),
+                    _ => None,
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    (!addrs.is_empty()).then_some(addrs)
 }
 
 #[cfg(test)]
@@ -130,14 +338,36 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn resolves_localhost_and_literals() {
-        let r = Resolver::default();
-        let ip = r.pick("localhost", false).await.unwrap();
-        assert!(ip.is_loopback());
+    async fn resolves_localhost_and_literals_without_dns() {
+        // An unroutable name server: any DNS query would fail.
+        let r = Resolver::with_name_servers(&["127.0.0.1:9".parse().unwrap()], None);
+        assert!(r.pick("localhost", false).await.unwrap().is_loopback());
+        assert!(r.pick("api.LOCALHOST.", true).await.unwrap().is_loopback());
         assert_eq!(
             r.pick("10.1.2.3", true).await.unwrap(),
             "10.1.2.3".parse::<IpAddr>().unwrap()
         );
+        assert_eq!(
+            r.pick("fd00::1", false).await.unwrap(),
+            "fd00::1".parse::<IpAddr>().unwrap()
+        );
         assert!(r.pick("no-such-host.invalid", false).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn system_resolver_reads_etc_hosts() {
+        let r = Resolver::default();
+        assert!(r.pick("localhost", false).await.unwrap().is_loopback());
+        assert!(r.pick("no-such-host.invalid", false).await.is_err());
+    }
+
+    #[test]
+    fn localhost_names() {
+        assert!(is_localhost("localhost"));
+        assert!(is_localhost("LocalHost."));
+        assert!(is_localhost("a.localhost"));
+        assert!(!is_localhost("notlocalhost"));
+        assert!(!is_localhost("localhost.example.com"));
+        assert!(!is_localhost("ééééé.localhos"));
     }
 }
