@@ -230,4 +230,14 @@ pub enum MeshCommand {
         #[arg(long, value_name = "NAME")]
         mesh: Option<String>,
     },
+    /// Draw a mesh document: virtual services, routers, routes with their match and weights,
+    /// nodes and their backends (DOT, Mermaid, or SVG through Graphviz).
+    Graph {
+        /// The mesh document; `-` for stdin
+        #[arg(value_name = "DOC")]
+        doc: PathBuf,
+        /// Output format
+        #[arg(long, value_enum, default_value_t = super::graph::GraphFormat::Dot)]
+        format: super::graph::GraphFormat,
+    },
 }

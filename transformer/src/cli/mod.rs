@@ -7,6 +7,7 @@
 //! [`Command`] and one arm in [`run::run`].
 
 pub mod args;
+pub mod graph;
 pub mod io;
 #[cfg(feature = "aws")]
 pub mod register;
@@ -39,7 +40,7 @@ pub enum Command {
     Eject(FileArgs),
     /// Report ECS and mesh problems on stderr; exit 1 when there are any.
     Check(FileArgs),
-    /// Mesh documents: validate one, or compile one from a CloudFormation template.
+    /// Mesh documents: validate one, compile one from a CloudFormation template, or draw one.
     #[command(subcommand)]
     Mesh(MeshCommand),
     /// Mesh a registered task definition: DescribeTaskDefinition -> inject ->

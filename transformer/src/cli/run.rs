@@ -126,6 +126,7 @@ fn check(args: &FileArgs) -> anyhow::Result<i32> {
 
 fn mesh(cmd: &MeshCommand) -> anyhow::Result<i32> {
     match cmd {
+        MeshCommand::Graph { doc, format } => super::graph::graph(doc, *format),
         MeshCommand::Check { doc } => {
             let bytes = io::read_input(doc)?;
             let name = io::display(doc);
