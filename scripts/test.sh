@@ -28,29 +28,34 @@ cargo clippy --workspace --all-targets --locked -- -D warnings || failed+=("carg
 # cargo-fuzz needs nightly compiler flags: RUSTC_BOOTSTRAP=1 allows them on the stable toolchain.
 # The fuzz crate has its own workspace (transformer/fuzz), so normal builds never need them.
 fuzz_seconds=${TASKMESH_FUZZ_SECONDS:-60}
-echo "== cargo fuzz run parse_and_inject, ${fuzz_seconds} s $(elapsed)"
-mkdir -p transformer/fuzz/corpus/parse_and_inject target
-fuzz_log="$root/target/fuzz-parse_and_inject.log"
-fuzz_status=0
-(
-  cd transformer &&
-    RUSTC_BOOTSTRAP=1 cargo fuzz run parse_and_inject \
-      fuzz/corpus/parse_and_inject fuzz/seeds/parse_and_inject \
-      -- -max_total_time="$fuzz_seconds" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1
-) >"$fuzz_log" 2>&1 || fuzz_status=$?
-# libFuzzer's periodic progress lines ("#1024 pulse ...") stay in the log only.
-grep -v -E '^#[0-9]+' "$fuzz_log" || true
-if [ "$fuzz_status" -ne 0 ]; then
-  echo "fuzzing failed (exit $fuzz_status); crash inputs are in transformer/fuzz/artifacts/" >&2
-  failed+=("cargo fuzz (exit $fuzz_status)")
-fi
+# fuzz DIR TARGET SECONDS SEEDS...: a bounded libFuzzer run of one target; a crash fails the suite.
+fuzz() {
+  local dir=$1 target=$2 seconds=$3
+  shift 3
+  echo "== cargo fuzz run $target ($dir), ${seconds} s $(elapsed)"
+  mkdir -p "$dir/fuzz/corpus/$target" target
+  local log="$root/target/fuzz-$target.log" status=0
+  (
+    cd "$dir" &&
+      RUSTC_BOOTSTRAP=1 cargo fuzz run "$target" "fuzz/corpus/$target" "$@" \
+        -- -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1
+  ) >"$log" 2>&1 || status=$?
+  # libFuzzer's periodic progress lines ("#1024 pulse ...") stay in the log only.
+  grep -v -E '^#[0-9]+' "$log" || true
+  if [ "$status" -ne 0 ]; then
+    echo "fuzzing $target failed (exit $status); crash inputs are in $dir/fuzz/artifacts/" >&2
+    failed+=("cargo fuzz $target (exit $status)")
+  fi
+}
+fuzz transformer parse_and_inject "$fuzz_seconds" fuzz/seeds/parse_and_inject
+fuzz mesh document "$(( (fuzz_seconds + 1) / 2 ))"
 
 if [ ${#failed[@]} -gt 0 ]; then
   echo "== FAILED before the tests: ${failed[*]}" >&2
 fi
 echo "== cargo test $(elapsed)"
 test_status=0
-cargo test --workspace --locked || test_status=$?
+cargo test --workspace --locked --no-fail-fast || test_status=$?
 if [ "$test_status" -ne 0 ]; then
   exit "$test_status"
 fi
