@@ -69,6 +69,9 @@ pub enum StartError {
     /// Bad admin address.
     #[error("{0}")]
     Admin(String),
+    /// Bad CloudWatch EMF setting.
+    #[error(transparent)]
+    Emf(#[from] crate::metrics::emf::EmfConfigError),
     /// Bind failure.
     #[error("binding {what} on {addr}: {source}")]
     Bind {
@@ -113,6 +116,7 @@ impl Agent {
             .filter(|s| !s.is_empty())
             .ok_or(StartError::NoConfig)?;
         let admin_addr = settings.admin_socket_addr().map_err(StartError::Admin)?;
+        let emf = crate::metrics::emf::EmfConfig::from_env()?;
         let source = Source::from_uri(&config_uri, &node).await?;
 
         let bind = |what: &'static str, addr: SocketAddr| async move {
@@ -164,7 +168,7 @@ impl Agent {
             config = %shared.config_uri, state = shared.lifecycle.state().as_str(),
             "taskmesh-agent started"
         );
-        let tasks = vec![
+        let mut tasks = vec![
             tokio::spawn(reload::run(shared.clone(), source)),
             tokio::spawn(crate::admin::serve(admin, shared.clone())),
             tokio::spawn(crate::proxy::serve(
@@ -178,6 +182,20 @@ impl Agent {
                 Direction::Egress,
             )),
         ];
+        if let Some(emf) = emf {
+            let reporter = crate::metrics::emf::EmfReporter::new(
+                shared.metrics.clone(),
+                &emf.namespace,
+                &shared.node.mesh,
+                &shared.node.node,
+            );
+            tracing::info!(namespace = %emf.namespace, interval_s = emf.interval.as_secs_f64(), "CloudWatch EMF metrics on stdout");
+            tasks.push(tokio::spawn(crate::metrics::emf::run(
+                reporter,
+                emf.interval,
+                std::io::stdout(),
+            )));
+        }
         Ok(AgentHandle {
             ingress_addr,
             egress_addr,

@@ -1,7 +1,10 @@
 //! Agent metrics: lock-free counters and latency histograms, labelled by direction, virtual
 //! service, route and target node, rendered in the Prometheus text format for
 //! `/stats/prometheus`. Label sets are created once per (table, route, target) and cached, so
-//! the per-request path only does atomic adds.
+//! the per-request path only does atomic adds. [`emf`] writes the same counters as CloudWatch
+//! Embedded Metric Format lines (App Mesh's metrics-extension set).
+
+pub mod emf;
 
 use std::collections::HashMap;
 use std::fmt::Write;
