@@ -355,7 +355,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn system_resolver_reads_etc_hosts() {
+    async fn system_resolver_builds_and_refuses_unknown_names() {
         let r = Resolver::default();
         assert!(r.pick("localhost", false).await.unwrap().is_loopback());
         assert!(r.pick("no-such-host.invalid", false).await.is_err());
