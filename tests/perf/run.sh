@@ -23,7 +23,8 @@
 # Knobs (environment): DURATION (10), WARMUP (3), CONNS ("16 256"), H2_CONNS (16), H2_STREAMS (10),
 # TCP_SECONDS (5), PROXY_CPU (1), LOAD_CPU (0), LOAD_MAX (1.5) and LOAD_WAIT (0 seconds: how long
 # to wait for the 1-minute load average to fall under LOAD_MAX before measuring), PROXIES
-# ("direct agent nginx haproxy"), SKIP_BENCH (1: no criterion run), OUT (BENCHMARKS.md path).
+# ("direct agent nginx haproxy"), SKIP_BENCH (1: no criterion run), OUT (BENCHMARKS.md path),
+# MESH (the agent's mesh document, default tests/perf/mesh.yaml).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -41,6 +42,7 @@ LOAD_WAIT=${LOAD_WAIT:-0}
 PROXIES=${PROXIES:-"direct agent nginx haproxy"}
 SKIP_BENCH=${SKIP_BENCH:-0}
 OUT=${OUT:-$ROOT/BENCHMARKS.md}
+MESH=${MESH:-$PERF/mesh.yaml}
 NS=taskmesh-perf
 HOST=svc7.bench.local
 URL_PATH=/api/v1/items
@@ -193,7 +195,7 @@ start_proxy() {
         agent)
             start_bg "$PROXY_CPU" "$RUN/agent.log" env \
                 APPMESH_VIRTUAL_NODE_NAME=mesh/bench/virtualNode/bench-client \
-                TASKMESH_CONFIG="file://$PERF/mesh.yaml" TASKMESH_WORKERS=1 \
+                TASKMESH_CONFIG="file://$MESH" TASKMESH_WORKERS=1 \
                 TASKMESH_CACHE="$RUN/cache/last-good.json" ENVOY_ADMIN_ACCESS_PORT=9901 \
                 "$AGENT"
             ;;
