@@ -104,10 +104,14 @@ impl Document {
 
     /// The same document with another tree and format, keeping source and layout.
     pub(crate) fn with_tree(&self, format: Format, tree: Value) -> Document {
+        // Field by field: `..self.clone()` would deep-copy the old tree only to drop it.
         Document {
             format,
             tree,
-            ..self.clone()
+            source: self.source.clone(),
+            indent: self.indent.clone(),
+            trailing_newline: self.trailing_newline,
+            original: self.original.clone(),
         }
     }
 
@@ -123,12 +127,19 @@ impl Document {
     pub fn render_as(&self, syntax: Syntax) -> String {
         let mut out = match syntax {
             Syntax::Json => {
-                let tree = yaml::tags_to_long_form(&self.tree);
+                // Only a tree with short tags needs the rewritten copy.
+                let long_form;
+                let tree = if yaml::has_short_tags(&self.tree) {
+                    long_form = yaml::tags_to_long_form(&self.tree);
+                    &long_form
+                } else {
+                    &self.tree
+                };
                 let mut buf = Vec::new();
                 let fmt = serde_json::ser::PrettyFormatter::with_indent(self.indent.as_bytes());
                 let mut ser = serde_json::Serializer::with_formatter(&mut buf, fmt);
                 // Serialising a serde_json::Value into a Vec cannot fail.
-                let _ = serde::Serialize::serialize(&tree, &mut ser);
+                let _ = serde::Serialize::serialize(tree, &mut ser);
                 String::from_utf8(buf).unwrap_or_default()
             }
             Syntax::Yaml => match &self.original {

@@ -108,6 +108,15 @@ pub fn to_yaml_string(v: &Value) -> String {
     serde_yaml_ng::to_string(&to_yaml(v)).unwrap_or_else(|_| v.to_string())
 }
 
+/// Whether the tree holds a short tag (`{"!Tag": value}`) that [`tags_to_long_form`] would rewrite.
+pub fn has_short_tags(v: &Value) -> bool {
+    match v {
+        Value::Array(a) => a.iter().any(has_short_tags),
+        Value::Object(m) => tag_of(m).is_some() || m.values().any(has_short_tags),
+        _ => false,
+    }
+}
+
 /// Replace encoded short tags by long-form intrinsics: `!Ref x` → `{"Ref": x}`,
 /// `!GetAtt A.B` → `{"Fn::GetAtt": ["A", "B"]}`, `!Condition c` → `{"Condition": c}`,
 /// `!X v` → `{"Fn::X": v}`.
