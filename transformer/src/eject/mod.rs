@@ -28,7 +28,20 @@ pub struct Stripped {
 
 /// Remove injected and legacy proxy wiring from one task definition (in its own casing).
 pub fn strip(td: &Map<String, Value>, c: Casing, _loc: &Location) -> Stripped {
-    let mut out = td.clone();
+    let key = c.k("containerDefinitions");
+    // Every field but a literal container list, which is rebuilt below (no copy to throw away).
+    let literal_list = wiring::containers(td, c).is_some();
+    let mut out: Map<String, Value> = td
+        .iter()
+        .map(|(k, v)| {
+            let v = if literal_list && *k == key {
+                Value::Null
+            } else {
+                v.clone()
+            };
+            (k.clone(), v)
+        })
+        .collect();
     let roles = wiring::roles(td, c);
     let mut removed = Vec::new();
     let mut proxy_index = None;
@@ -37,7 +50,6 @@ pub fn strip(td: &Map<String, Value>, c: Casing, _loc: &Location) -> Stripped {
     let mut created: Vec<String> = Vec::new();
     let mut any_injected = false;
 
-    let key = c.k("containerDefinitions");
     if let Some(list) = wiring::containers(td, c) {
         let mut kept = Vec::with_capacity(list.len());
         for (ctr, role) in list.iter().zip(&roles) {

@@ -121,15 +121,15 @@ fn check_platform(
 ) -> Result<(), TransformError> {
     let rp = c.k("runtimePlatform");
     let osf = c.k("operatingSystemFamily");
-    if let Some(Value::String(os)) = td.get(&rp).and_then(|r| r.get(&osf)) {
-        if os.to_ascii_uppercase().starts_with("WINDOWS") {
-            return Err(TransformError::invalid(
-                target.loc.with_field(format!("{rp}.{osf}")),
-                format!(
-                    "operating system {os} is Windows: ECS supports proxyConfiguration, container user IDs and iptables redirection only for Linux tasks, so a Windows task cannot join the mesh. Fix: mesh a Linux variant of the task, or leave this task out (CloudFormation: --resource for the others, or Metadata.taskmesh.skip: true)"
-                ),
-            ));
-        }
+    if let Some(Value::String(os)) = td.get(&rp).and_then(|r| r.get(&osf))
+        && os.to_ascii_uppercase().starts_with("WINDOWS")
+    {
+        return Err(TransformError::invalid(
+            target.loc.with_field(format!("{rp}.{osf}")),
+            format!(
+                "operating system {os} is Windows: ECS supports proxyConfiguration, container user IDs and iptables redirection only for Linux tasks, so a Windows task cannot join the mesh. Fix: mesh a Linux variant of the task, or leave this task out (CloudFormation: --resource for the others, or Metadata.taskmesh.skip: true)"
+            ),
+        ));
     }
     Ok(())
 }
@@ -237,7 +237,7 @@ pub fn inject_td(
 
     // What the existing wiring says, before it is stripped.
     let roles = wiring::roles(td, c);
-    let list = wiring::containers(td, c).cloned().unwrap_or_default();
+    let list: &[Value] = wiring::containers(td, c).map_or(&[], Vec::as_slice);
     let mut hints = identity::Hints::default();
     for (ctr, role) in list.iter().zip(&roles) {
         match role {
@@ -284,7 +284,8 @@ pub fn inject_td(
     }
 
     let proxy_name = proxy::proxy_name(opts);
-    let mut containers: Vec<Value> = wiring::containers(&out, c).cloned().unwrap_or_default();
+    // Read in place until the Fargate resize; then moved out of `out` to be edited.
+    let containers: &[Value] = wiring::containers(&out, c).map_or(&[], Vec::as_slice);
 
     // Names, ports and count.
     for (i, ctr) in containers.iter().enumerate() {
@@ -477,6 +478,12 @@ pub fn inject_td(
         loc,
         &mut notes,
     )?;
+
+    // The container list, moved out of `out` (its slot stays, so it is put back in place).
+    let mut containers: Vec<Value> = match out.get_mut(&cd_key) {
+        Some(Value::Array(list)) => std::mem::take(list),
+        _ => Vec::new(),
+    };
 
     // dependsOn from every app container.
     let dep_key = c.k("dependsOn");

@@ -52,11 +52,13 @@ pub fn display_name(container: &Value, c: Casing, index: usize) -> String {
 
 /// The value of environment variable `name` in a container (`environment[].name/value`).
 pub fn env_value<'a>(container: &'a Value, c: Casing, name: &str) -> Option<&'a Value> {
+    // The keys once, not per entry: roles() asks several names of every container.
+    let (name_key, value_key) = (c.k("name"), c.k("value"));
     container
         .get(c.k("environment"))?
         .as_array()?
         .iter()
-        .find_map(|e| (e.get(c.k("name"))?.as_str()? == name).then(|| e.get(c.k("value")))?)
+        .find_map(|e| (e.get(&name_key)?.as_str()? == name).then(|| e.get(&value_key))?)
 }
 
 /// A docker label of a container (label keys are never case-converted).
