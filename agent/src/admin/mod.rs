@@ -1,7 +1,8 @@
 //! The admin server (127.0.0.1:9901 by default), Envoy-compatible where users rely on it:
 //! `GET /ready`, `GET /server_info` (`"state": "LIVE"` …), `GET /stats/prometheus`
 //! (`/stats?format=prometheus`), `GET /config_dump`, `GET /clusters`, `POST /drain_listeners`,
-//! `POST /healthcheck/fail`. It keeps answering while the agent drains.
+//! `POST /healthcheck/fail`, and `GET /graph` (the live mesh as DOT or Mermaid with per-edge
+//! request rates and error ratios, [`graph`]). It keeps answering while the agent drains.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -16,6 +17,8 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use serde_json::json;
 use tokio::net::TcpListener;
+
+pub mod graph;
 
 use crate::agent::Shared;
 use crate::state::State;
@@ -93,6 +96,10 @@ pub fn handle(shared: &Shared, req: Request<Incoming>) -> Response<Full<Bytes>> 
             json_response(StatusCode::OK, &v)
         }
         (&Method::GET, "/clusters") => json_response(StatusCode::OK, &clusters(shared)),
+        (&Method::GET, "/graph") => match graph::render(shared, query) {
+            Ok((ctype, text)) => respond(StatusCode::OK, ctype, text),
+            Err(why) => respond(StatusCode::SERVICE_UNAVAILABLE, "text/plain", why),
+        },
         (&Method::POST, "/drain_listeners") => {
             shared.lifecycle.drain("POST /drain_listeners", true);
             respond(StatusCode::OK, "text/plain", "OK\n")
@@ -104,7 +111,7 @@ pub fn handle(shared: &Shared, req: Request<Incoming>) -> Response<Full<Bytes>> 
         (
             _,
             "/ready" | "/server_info" | "/stats/prometheus" | "/config_dump" | "/clusters"
-            | "/drain_listeners" | "/healthcheck/fail",
+            | "/drain_listeners" | "/healthcheck/fail" | "/graph",
         ) => respond(
             StatusCode::METHOD_NOT_ALLOWED,
             "text/plain",
@@ -113,7 +120,7 @@ pub fn handle(shared: &Shared, req: Request<Incoming>) -> Response<Full<Bytes>> 
         _ => respond(
             StatusCode::NOT_FOUND,
             "text/plain",
-            "admin endpoints: /ready /server_info /stats/prometheus /config_dump /clusters POST /drain_listeners POST /healthcheck/fail\n",
+            "admin endpoints: /ready /server_info /stats/prometheus /config_dump /clusters /graph POST /drain_listeners POST /healthcheck/fail\n",
         ),
     }
 }

@@ -203,6 +203,27 @@ impl Metrics {
         self.limits[kind as usize].fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Egress totals per (virtual service, route, target node): requests, 5xx responses plus
+    /// connect failures. For `/graph`.
+    pub fn egress_totals(&self) -> Vec<EgressTotals> {
+        let routes: Vec<Arc<RouteStats>> = match self.routes.lock() {
+            Ok(m) => m.values().cloned().collect(),
+            Err(_) => Vec::new(),
+        };
+        routes
+            .iter()
+            .filter(|r| r.direction == Direction::Egress && !r.target_node.is_empty())
+            .map(|r| EgressTotals {
+                virtual_service: r.virtual_service.to_string(),
+                route: r.route.to_string(),
+                target_node: r.target_node.to_string(),
+                requests: r.requests.load(Ordering::Relaxed),
+                errors: r.responses[4].load(Ordering::Relaxed)
+                    + r.connect_failures.load(Ordering::Relaxed),
+            })
+            .collect()
+    }
+
     /// Prometheus text exposition; `state` is the numeric server state (0 live, 1 draining,
     /// 2 initializing, as Envoy's `server.state`).
     pub fn render(&self, state: u8, uptime: Duration) -> String {
@@ -350,6 +371,21 @@ fn escape(s: &str) -> String {
     s.replace('\\', "\\\\")
         .replace('"', "\\\"")
         .replace('\n', "\\n")
+}
+
+/// Totals of one egress label set (see [`Metrics::egress_totals`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EgressTotals {
+    /// Virtual service.
+    pub virtual_service: String,
+    /// Route name.
+    pub route: String,
+    /// Target virtual node.
+    pub target_node: String,
+    /// Requests.
+    pub requests: u64,
+    /// 5xx responses and connect failures.
+    pub errors: u64,
 }
 
 /// Decrements the active-connection gauge when dropped.
