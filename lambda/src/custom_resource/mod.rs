@@ -132,22 +132,18 @@ async fn create_or_update(
         .to_string();
 
     // A retry of this very request: the newest revision of the family is the one it registered.
-    if !target.request_id.is_empty() {
-        if let Ok(latest) = api.describe_task_definition(&family).await {
-            let active =
-                latest.task_definition.get("status").and_then(Value::as_str) == Some("ACTIVE");
-            if active && latest.tag(REQUEST_TAG) == Some(target.request_id.as_str()) {
-                let registered = ecs::Registered::from_response(
-                    latest.task_definition,
-                    described.arn(),
-                    Vec::new(),
-                );
-                return Ok(success(
-                    target,
-                    &registered,
-                    Some("already registered by an earlier attempt of this request".into()),
-                ));
-            }
+    if !target.request_id.is_empty()
+        && let Ok(latest) = api.describe_task_definition(&family).await
+    {
+        let active = latest.task_definition.get("status").and_then(Value::as_str) == Some("ACTIVE");
+        if active && latest.tag(REQUEST_TAG) == Some(target.request_id.as_str()) {
+            let registered =
+                ecs::Registered::from_response(latest.task_definition, described.arn(), Vec::new());
+            return Ok(success(
+                target,
+                &registered,
+                Some("already registered by an earlier attempt of this request".into()),
+            ));
         }
     }
 

@@ -181,12 +181,11 @@ impl Collected {
                 format!("expected a string, found {}", kind(&other)),
             )),
         }
-        if let Some(spec) = obj.remove("spec").filter(|v| !v.is_null()) {
-            if let Some(spec) = self.deserialize::<MeshSpec>(spec, &join(&origin, "spec")) {
-                if self.spec.is_none() {
-                    self.spec = Some(spec);
-                }
-            }
+        if let Some(spec) = obj.remove("spec").filter(|v| !v.is_null())
+            && let Some(spec) = self.deserialize::<MeshSpec>(spec, &join(&origin, "spec"))
+            && self.spec.is_none()
+        {
+            self.spec = Some(spec);
         }
         for (list, element) in
             LISTS

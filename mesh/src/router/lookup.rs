@@ -29,18 +29,18 @@ pub(super) fn first_match<'t>(
             if rank >= *best {
                 break;
             }
-            if let Some(route) = index.routes.get(rank as usize) {
-                if route_matches(route, &request) {
-                    *best = rank;
-                    break;
-                }
+            if let Some(route) = index.routes.get(rank as usize)
+                && route_matches(route, &request)
+            {
+                *best = rank;
+                break;
             }
         }
     };
-    if !index.exact.is_empty() {
-        if let Some(ranks) = index.exact.get(path) {
-            scan(ranks, &mut best);
-        }
+    if !index.exact.is_empty()
+        && let Some(ranks) = index.exact.get(path)
+    {
+        scan(ranks, &mut best);
     }
     if let Some(root) = index.trie.first() {
         scan(index.ranks_of(root), &mut best);

@@ -20,10 +20,10 @@ pub(super) struct Request<'a, 'r> {
 
 pub(super) fn route_matches(route: &CompiledRoute, req: &Request<'_, '_>) -> bool {
     let m = &route.matcher;
-    if let Some(method) = &m.method {
-        if method != req.view.method {
-            return false;
-        }
+    if let Some(method) = &m.method
+        && method != req.view.method
+    {
+        return false;
     }
     if let Some(scheme) = m.scheme {
         let want = match scheme {
@@ -34,10 +34,10 @@ pub(super) fn route_matches(route: &CompiledRoute, req: &Request<'_, '_>) -> boo
             return false;
         }
     }
-    if let PathMatch::Regex(re) = &m.path {
-        if !re.is_match(req.path) {
-            return false;
-        }
+    if let PathMatch::Regex(re) = &m.path
+        && !re.is_match(req.path)
+    {
+        return false;
     }
     m.headers.iter().all(|h| header_matches(h, req))
         && m.query.iter().all(|q| query_matches(q, req.query))

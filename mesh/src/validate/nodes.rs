@@ -173,13 +173,13 @@ fn listener(v: &mut Validator<'_>, l: &ListenerSpec, lp: &str) {
                 v.push(join(&hp, name), format!("must be {lo}–{hi}, found {value}"));
             }
         }
-        if let Some(p) = h.port {
-            if p != port {
-                v.push(
-                    join(&hp, "port"),
-                    format!("must equal the listener port {port}, found {p}"),
-                );
-            }
+        if let Some(p) = h.port
+            && p != port
+        {
+            v.push(
+                join(&hp, "port"),
+                format!("must equal the listener port {port}, found {p}"),
+            );
         }
         if matches!(h.protocol, PortProtocol::Http | PortProtocol::Http2)
             && h.path.as_deref().is_none_or(str::is_empty)

@@ -70,13 +70,13 @@ fn route(v: &mut Validator<'_>, r: &RouteData, o: &str) {
             ),
         );
     }
-    if let Some(p) = spec.priority {
-        if p > 1000 {
-            v.push(
-                join(o, "spec.priority"),
-                format!("priority must be 0–1000, found {p}"),
-            );
-        }
+    if let Some(p) = spec.priority
+        && p > 1000
+    {
+        v.push(
+            join(o, "spec.priority"),
+            format!("priority must be 0–1000, found {p}"),
+        );
     }
     let (kind_path, protocol, port, action) = if let Some(h) = &spec.http_route {
         http_match(v, &h.route_match, &join(o, "spec.httpRoute.match"));
@@ -119,10 +119,10 @@ fn route(v: &mut Validator<'_>, r: &RouteData, o: &str) {
         if let Some(n) = &m.method_name {
             length(v, join(&mp, "methodName"), n, 50);
         }
-        if let Some(n) = &m.service_name {
-            if n.is_empty() {
-                v.push(join(&mp, "serviceName"), "must not be empty");
-            }
+        if let Some(n) = &m.service_name
+            && n.is_empty()
+        {
+            v.push(join(&mp, "serviceName"), "must not be empty");
         }
         if let Some(port) = m.port {
             check_port(v, join(&mp, "port"), port);

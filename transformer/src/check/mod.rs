@@ -69,13 +69,13 @@ fn check_health(ctr: &Value, c: Casing, loc: &Location, out: &mut Vec<Finding>) 
         ("retries", 1, 10),
         ("startPeriod", 0, 300),
     ] {
-        if let Some(v) = hc.get(c.k(field)).and_then(numbers::int) {
-            if v < lo || v > hi {
-                out.push(Finding::error(
-                    &loc.with_field(format!("{hk}.{}", c.k(field))),
-                    format!("{field} {v} is outside the ECS range {lo}–{hi}"),
-                ));
-            }
+        if let Some(v) = hc.get(c.k(field)).and_then(numbers::int)
+            && (v < lo || v > hi)
+        {
+            out.push(Finding::error(
+                &loc.with_field(format!("{hk}.{}", c.k(field))),
+                format!("{field} {v} is outside the ECS range {lo}–{hi}"),
+            ));
         }
     }
 }
@@ -166,21 +166,21 @@ pub fn check_td(td: &Map<String, Value>, c: Casing, loc: &Location) -> Vec<Findi
                 "proxyConfiguration is not supported for Windows containers",
             ));
         }
-        if let Some(t) = pc.get(c.k("type")).and_then(Value::as_str) {
-            if t != "APPMESH" {
-                out.push(Finding::error(
-                    &loc.with_field(format!("{pc_key}.{}", c.k("type"))),
-                    format!("type must be APPMESH, found {t}"),
-                ));
-            }
+        if let Some(t) = pc.get(c.k("type")).and_then(Value::as_str)
+            && t != "APPMESH"
+        {
+            out.push(Finding::error(
+                &loc.with_field(format!("{pc_key}.{}", c.k("type"))),
+                format!("type must be APPMESH, found {t}"),
+            ));
         }
-        if let Some(name) = wiring::proxy_config_container(td, c) {
-            if proxy_idx.is_none() {
-                out.push(Finding::error(
-                    &loc.with_field(format!("{pc_key}.{}", c.k("containerName"))),
-                    format!("names container '{name}', which does not exist"),
-                ));
-            }
+        if let Some(name) = wiring::proxy_config_container(td, c)
+            && proxy_idx.is_none()
+        {
+            out.push(Finding::error(
+                &loc.with_field(format!("{pc_key}.{}", c.k("containerName"))),
+                format!("names container '{name}', which does not exist"),
+            ));
         }
         let props_key = c.k("properties");
         if let Some(props) = pc.get(&props_key).and_then(Value::as_array) {
@@ -301,21 +301,22 @@ pub fn check_td(td: &Map<String, Value>, c: Casing, loc: &Location) -> Vec<Findi
                 }
             }
         }
-        if *role == Role::App && Some(i) != proxy_idx {
-            if let Some(pms) = ctr.get(c.k("portMappings")).and_then(Value::as_array) {
-                for (j, pm) in pms.iter().enumerate() {
-                    if let Some(p) = pm.get(c.k("containerPort")).and_then(numbers::int) {
-                        if proxy_ports.contains(&p) {
-                            out.push(Finding::error(
-                                &loc.with_container(&name).with_field(format!(
-                                    "{}[{j}].{}",
-                                    c.k("portMappings"),
-                                    c.k("containerPort")
-                                )),
-                                format!("port {p} is a proxy listener port"),
-                            ));
-                        }
-                    }
+        if *role == Role::App
+            && Some(i) != proxy_idx
+            && let Some(pms) = ctr.get(c.k("portMappings")).and_then(Value::as_array)
+        {
+            for (j, pm) in pms.iter().enumerate() {
+                if let Some(p) = pm.get(c.k("containerPort")).and_then(numbers::int)
+                    && proxy_ports.contains(&p)
+                {
+                    out.push(Finding::error(
+                        &loc.with_container(&name).with_field(format!(
+                            "{}[{j}].{}",
+                            c.k("portMappings"),
+                            c.k("containerPort")
+                        )),
+                        format!("port {p} is a proxy listener port"),
+                    ));
                 }
             }
         }
@@ -346,10 +347,10 @@ pub fn check_td(td: &Map<String, Value>, c: Casing, loc: &Location) -> Vec<Findi
                     if !fargate::is_valid(cpu, mem) {
                         out.push(Finding::error(&loc.with_field(format!("{ck}/{mk}")), format!("{cpu} CPU units / {mem} MiB is not a valid Fargate task size (valid memory for {cpu}: {:?})", fargate::memory_options(cpu))));
                     }
-                    if let Some((sc, sm)) = resize::container_sums(td, c) {
-                        if sc > u64::from(cpu) || sm > u64::from(mem) {
-                            out.push(Finding::error(&loc.with_field(format!("{ck}/{mk}")), format!("the containers need {sc} CPU units / {sm} MiB, more than the task's {cpu} / {mem}")));
-                        }
+                    if let Some((sc, sm)) = resize::container_sums(td, c)
+                        && (sc > u64::from(cpu) || sm > u64::from(mem))
+                    {
+                        out.push(Finding::error(&loc.with_field(format!("{ck}/{mk}")), format!("the containers need {sc} CPU units / {sm} MiB, more than the task's {cpu} / {mem}")));
                     }
                 }
             }

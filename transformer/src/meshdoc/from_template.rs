@@ -129,10 +129,10 @@ pub fn from_template_with(
         };
         match r.element(kind, props) {
             Some((element, mesh)) => {
-                if let Some(m) = &mesh {
-                    if !meshes.contains(m) {
-                        meshes.push(m.clone());
-                    }
+                if let Some(m) = &mesh
+                    && !meshes.contains(m)
+                {
+                    meshes.push(m.clone());
                 }
                 items.push((kind.list, element, mesh));
             }
@@ -589,12 +589,11 @@ fn normalize(v: &Yaml) -> Json {
             };
             let mut inner = normalize(&t.value);
             // `!GetAtt A.B` is a string in short form.
-            if key == "Fn::GetAtt" {
-                if let Json::String(s) = &inner {
-                    if let Some((a, b)) = s.split_once('.') {
-                        inner = Json::Array(vec![Json::String(a.into()), Json::String(b.into())]);
-                    }
-                }
+            if key == "Fn::GetAtt"
+                && let Json::String(s) = &inner
+                && let Some((a, b)) = s.split_once('.')
+            {
+                inner = Json::Array(vec![Json::String(a.into()), Json::String(b.into())]);
             }
             let mut m = Map::new();
             m.insert(key, inner);

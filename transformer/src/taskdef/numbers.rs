@@ -47,10 +47,10 @@ pub fn normalise_container_numbers(td: &mut serde_json::Map<String, Value>) {
     };
     for ctr in list.iter_mut().filter_map(Value::as_object_mut) {
         for key in ["cpu", "memory", "memoryReservation"] {
-            if let Some(v) = ctr.get_mut(key) {
-                if let (Value::String(_), Some(i)) = (&*v, int(v)) {
-                    *v = Value::from(i);
-                }
+            if let Some(v) = ctr.get_mut(key)
+                && let (Value::String(_), Some(i)) = (&*v, int(v))
+            {
+                *v = Value::from(i);
             }
         }
     }
