@@ -43,17 +43,19 @@ pub fn load_cache(shared: &Shared) {
 }
 
 fn install(shared: &Shared, active: ActiveConfig, cache_bytes: Option<&[u8]>) {
+    // Saved before the state turns LIVE: once the agent says LIVE, a restart with the source
+    // down can come up from this copy.
+    if let Some(bytes) = cache_bytes
+        && let Err(e) = cache::write(&shared.settings.cache, bytes)
+    {
+        tracing::warn!(error = %e, "cannot save the last good document");
+    }
     tracing::info!(version = %active.version, source = %active.source, "mesh document installed");
     shared.config.store(Some(Arc::new(active)));
     shared.metrics.reload_ok();
     shared.lifecycle.mark_live();
     if let Ok(mut e) = shared.last_error.lock() {
         *e = None;
-    }
-    if let Some(bytes) = cache_bytes
-        && let Err(e) = cache::write(&shared.settings.cache, bytes)
-    {
-        tracing::warn!(error = %e, "cannot save the last good document");
     }
 }
 
