@@ -2,8 +2,9 @@
 //! `logging.accessLog.file.path` (`/dev/stdout` also works there).
 
 use std::fs::{File, OpenOptions};
-use std::io::{BufWriter, Write};
-use std::sync::{Arc, mpsc};
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
@@ -43,18 +44,50 @@ pub struct Entry<'a> {
     pub flags: &'a str,
 }
 
-/// The writer: lines are serialized on the request's task and handed to one background
-/// thread that writes them through a buffer (flushed whenever the queue runs empty), so a
-/// request never waits on stdout or the disk.
+/// The writer. A request serializes its line straight into a shared in-memory batch (one short
+/// lock, no allocation once the batch buffers have grown, no thread wake-up); one background
+/// thread writes the batch out every [`FLUSH_INTERVAL`], or as soon as [`WAKE_BYTES`] are
+/// waiting, through one `write` per destination. So a request never waits on stdout or the disk,
+/// and the cost per request is the JSON encoding alone. Lines beyond [`MAX_PENDING_BYTES`]
+/// (stdout or the disk stalled) are dropped and counted rather than slowing traffic down.
+/// [`AccessLog::flush`] writes everything pending (the agent calls it when it stops).
 pub struct AccessLog {
-    tx: Option<mpsc::SyncSender<Line>>,
+    inner: Arc<Inner>,
 }
 
-/// One queued line and the file it goes to (`None`: stdout).
-type Line = (Option<Arc<str>>, Vec<u8>);
+/// How long a line may wait in memory before it is written (Envoy flushes its access-log
+/// buffers every second; a tenth keeps `tail -f` lively).
+pub const FLUSH_INTERVAL: Duration = Duration::from_millis(100);
+/// Pending bytes that wake the writer early.
+pub const WAKE_BYTES: usize = 64 * 1024;
+/// Pending bytes beyond which new lines are dropped (and counted).
+pub const MAX_PENDING_BYTES: usize = 8 * 1024 * 1024;
 
-/// Lines queued beyond this are dropped rather than slowing traffic down.
-const QUEUE: usize = 65_536;
+struct Inner {
+    batch: Mutex<Batch>,
+    /// Signals the writer: an early wake-up (batch over [`WAKE_BYTES`]) or a flush request.
+    wake: Condvar,
+    /// Signals [`AccessLog::flush`] callers that a write round finished.
+    written: Condvar,
+    dropped: AtomicU64,
+    writer_alive: AtomicBool,
+}
+
+/// Lines waiting to be written, grouped by destination in arrival order.
+#[derive(Default)]
+struct Batch {
+    /// `(destination, lines)`; `None` is stdout. Consecutive lines for the same destination
+    /// share one chunk.
+    chunks: Vec<(Option<Arc<str>>, Vec<u8>)>,
+    /// Emptied buffers kept for reuse, so the steady state allocates nothing.
+    spare: Vec<Vec<u8>>,
+    pending: usize,
+    /// Bytes ever queued, and how many of them are written (for [`AccessLog::flush`]).
+    queued_total: u64,
+    written_total: u64,
+    /// A flush was asked for: write now even if the batch is small.
+    flush_asked: bool,
+}
 
 impl Default for AccessLog {
     fn default() -> Self {
@@ -65,70 +98,167 @@ impl Default for AccessLog {
 impl AccessLog {
     /// Starts the writer thread.
     pub fn new() -> AccessLog {
-        let (tx, rx) = mpsc::sync_channel::<Line>(QUEUE);
+        let inner = Arc::new(Inner {
+            batch: Mutex::new(Batch::default()),
+            wake: Condvar::new(),
+            written: Condvar::new(),
+            dropped: AtomicU64::new(0),
+            writer_alive: AtomicBool::new(true),
+        });
+        let for_writer = inner.clone();
         let spawned = std::thread::Builder::new()
             .name("access-log".into())
-            .spawn(move || writer(rx));
+            .spawn(move || writer(&for_writer));
         if let Err(e) = spawned {
             tracing::warn!(error = %e, "cannot start the access-log thread; access log off");
-            return AccessLog { tx: None };
+            inner.writer_alive.store(false, Ordering::Relaxed);
         }
-        AccessLog { tx: Some(tx) }
+        AccessLog { inner }
     }
 
     /// Queues `entry` for `path` (when given) or stdout.
     pub fn write(&self, path: Option<&Arc<str>>, entry: &Entry<'_>) {
-        let Ok(mut line) = serde_json::to_vec(entry) else {
+        if !self.inner.writer_alive.load(Ordering::Relaxed) {
+            return;
+        }
+        let Ok(mut b) = self.inner.batch.lock() else {
             return;
         };
-        line.push(b'\n');
-        if let Some(tx) = &self.tx {
-            let _ = tx.try_send((path.cloned(), line));
+        if b.pending >= MAX_PENDING_BYTES {
+            drop(b);
+            self.inner.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let same = b
+            .chunks
+            .last()
+            .is_some_and(|(p, _)| p.as_deref() == path.map(|p| &**p));
+        if !same {
+            let buf = b.spare.pop().unwrap_or_default();
+            b.chunks.push((path.cloned(), buf));
+        }
+        let Some((_, buf)) = b.chunks.last_mut() else {
+            return;
+        };
+        let before = buf.len();
+        if serde_json::to_writer(&mut *buf, entry).is_err() {
+            buf.truncate(before);
+            return;
+        }
+        buf.push(b'\n');
+        let added = buf.len() - before;
+        let was = b.pending;
+        b.pending += added;
+        b.queued_total += added as u64;
+        if was < WAKE_BYTES && b.pending >= WAKE_BYTES {
+            self.inner.wake.notify_one();
+        }
+    }
+
+    /// Lines dropped because too much was pending.
+    pub fn dropped(&self) -> u64 {
+        self.inner.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Writes everything queued so far and returns once it is written (or after `timeout`).
+    pub fn flush(&self, timeout: Duration) {
+        if !self.inner.writer_alive.load(Ordering::Relaxed) {
+            return;
+        }
+        let Ok(mut b) = self.inner.batch.lock() else {
+            return;
+        };
+        let target = b.queued_total;
+        if b.written_total >= target {
+            return;
+        }
+        b.flush_asked = true;
+        self.inner.wake.notify_one();
+        let deadline = std::time::Instant::now() + timeout;
+        while b.written_total < target {
+            let now = std::time::Instant::now();
+            if now >= deadline {
+                return;
+            }
+            match self.inner.written.wait_timeout(b, deadline - now) {
+                Ok((g, _)) => b = g,
+                Err(_) => return,
+            }
         }
     }
 }
 
-fn writer(rx: mpsc::Receiver<Line>) {
-    let mut stdout = BufWriter::with_capacity(64 * 1024, std::io::stdout());
-    let mut file: Option<(Arc<str>, BufWriter<File>)> = None;
-    let mut next = rx.recv().ok();
-    while let Some((path, line)) = next.take() {
-        match path.as_deref() {
-            None | Some("/dev/stdout") => {
-                let _ = stdout.write_all(&line);
+fn writer(inner: &Inner) {
+    let mut stdout = std::io::stdout();
+    let mut file: Option<(Arc<str>, File)> = None;
+    let mut out: Vec<(Option<Arc<str>>, Vec<u8>)> = Vec::new();
+    let mut upto = 0u64;
+    loop {
+        {
+            let Ok(mut b) = inner.batch.lock() else {
+                return;
+            };
+            // Give the written buffers back for reuse.
+            for (_, mut buf) in out.drain(..) {
+                buf.clear();
+                if b.spare.len() < 8 && buf.capacity() <= 4 * WAKE_BYTES {
+                    b.spare.push(buf);
+                }
             }
-            Some(p) => {
-                if file.as_ref().map(|(q, _)| &**q) != Some(p) {
-                    if let Some((_, mut f)) = file.take() {
-                        let _ = f.flush();
-                    }
-                    match OpenOptions::new().create(true).append(true).open(p) {
-                        Ok(f) => file = Some((Arc::from(p), BufWriter::new(f))),
-                        Err(e) => {
-                            tracing::warn!(path = p, error = %e, "cannot open access log; using stdout");
-                        }
-                    }
+            b.written_total = upto;
+            inner.written.notify_all();
+            let deadline = std::time::Instant::now() + FLUSH_INTERVAL;
+            while b.pending < WAKE_BYTES && !b.flush_asked {
+                let now = std::time::Instant::now();
+                if now >= deadline {
+                    break;
                 }
-                match file.as_mut() {
-                    Some((_, f)) => {
-                        let _ = f.write_all(&line);
-                    }
-                    None => {
-                        let _ = stdout.write_all(&line);
-                    }
-                }
+                b = match inner.wake.wait_timeout(b, deadline - now) {
+                    Ok((g, _)) => g,
+                    Err(_) => return,
+                };
+            }
+            b.flush_asked = false;
+            b.pending = 0;
+            upto = b.queued_total;
+            std::mem::swap(&mut out, &mut b.chunks);
+        }
+        for (path, lines) in &out {
+            write_lines(&mut stdout, &mut file, path.as_deref(), lines);
+        }
+    }
+}
+
+/// Writes `lines` to `path` (`None` or `/dev/stdout`: stdout), keeping the last file open.
+fn write_lines(
+    stdout: &mut std::io::Stdout,
+    file: &mut Option<(Arc<str>, File)>,
+    path: Option<&str>,
+    lines: &[u8],
+) {
+    let p = match path {
+        None | Some("/dev/stdout") => {
+            let _ = stdout.lock().write_all(lines);
+            return;
+        }
+        Some(p) => p,
+    };
+    if file.as_ref().map(|(q, _)| &**q) != Some(p) {
+        *file = None;
+        match OpenOptions::new().create(true).append(true).open(p) {
+            Ok(f) => *file = Some((Arc::from(p), f)),
+            Err(e) => {
+                tracing::warn!(path = p, error = %e, "cannot open access log; using stdout");
             }
         }
-        next = match rx.try_recv() {
-            Ok(x) => Some(x),
-            Err(_) => {
-                let _ = stdout.flush();
-                if let Some((_, f)) = file.as_mut() {
-                    let _ = f.flush();
-                }
-                rx.recv().ok()
-            }
-        };
+    }
+    match file.as_mut() {
+        Some((_, f)) => {
+            let _ = f.write_all(lines);
+        }
+        None => {
+            let _ = stdout.lock().write_all(lines);
+        }
     }
 }
 
@@ -137,4 +267,104 @@ pub fn epoch_secs(t: SystemTime) -> f64 {
     t.duration_since(SystemTime::UNIX_EPOCH)
         .unwrap_or(Duration::ZERO)
         .as_secs_f64()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(code: u16, request_id: &str) -> Entry<'_> {
+        Entry {
+            start_time: 1.5,
+            direction: "egress",
+            method: "GET",
+            path: "/p",
+            authority: "svc.local",
+            code,
+            bytes_received: 0,
+            bytes_sent: 2,
+            duration_ms: 0.25,
+            upstream: "10.0.0.1:80",
+            virtual_service: "svc.local",
+            route: "r",
+            target_node: "n",
+            request_id,
+            flags: "-",
+        }
+    }
+
+    fn lines(path: &std::path::Path) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(path)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn batched_lines_reach_their_files_in_order_and_flush_waits_for_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let a: Arc<str> = Arc::from(dir.path().join("a.log").to_str().unwrap());
+        let b: Arc<str> = Arc::from(dir.path().join("b.log").to_str().unwrap());
+        let log = AccessLog::new();
+        let ids: Vec<String> = (0..3000).map(|i| format!("id-{i}")).collect();
+        for (i, id) in ids.iter().enumerate() {
+            let path = if i % 3 == 0 { &b } else { &a };
+            log.write(Some(path), &entry(200, id));
+        }
+        log.flush(Duration::from_secs(5));
+        let got_a = lines(std::path::Path::new(&*a));
+        let got_b = lines(std::path::Path::new(&*b));
+        assert_eq!(got_a.len(), 2000);
+        assert_eq!(got_b.len(), 1000);
+        let want_b: Vec<&str> = ids.iter().step_by(3).map(String::as_str).collect();
+        let seen_b: Vec<&str> = got_b
+            .iter()
+            .map(|l| l["request_id"].as_str().unwrap())
+            .collect();
+        assert_eq!(seen_b, want_b);
+        assert_eq!(got_a[0]["request_id"], "id-1");
+        assert_eq!(got_a[1999]["request_id"], "id-2999");
+        assert_eq!(got_a[0]["upstream"], "10.0.0.1:80");
+        assert_eq!(log.dropped(), 0);
+    }
+
+    #[test]
+    fn a_line_is_written_within_the_flush_interval_without_being_asked() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.log");
+        let path: Arc<str> = Arc::from(p.to_str().unwrap());
+        let log = AccessLog::new();
+        log.write(Some(&path), &entry(404, "lonely"));
+        let deadline = std::time::Instant::now() + FLUSH_INTERVAL * 20;
+        while lines(&p).is_empty() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let got = lines(&p);
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0]["code"], 404);
+    }
+
+    #[test]
+    fn a_stalled_destination_drops_and_counts_instead_of_growing_without_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("stalled");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let path: Arc<str> = Arc::from(fifo.to_str().unwrap());
+        let log = AccessLog::new();
+        // The first line sends the writer to open a FIFO nobody reads: it blocks there, so
+        // everything written afterwards stays pending.
+        log.write(Some(&path), &entry(200, "x"));
+        std::thread::sleep(FLUSH_INTERVAL * 5);
+        let per_line = serde_json::to_vec(&entry(200, "x")).unwrap().len() + 1;
+        let fit = MAX_PENDING_BYTES.div_ceil(per_line);
+        for _ in 0..fit + 1000 {
+            log.write(Some(&path), &entry(200, "x"));
+        }
+        assert_eq!(log.dropped(), 1000);
+        // Unblock the writer (open the read end) so the thread can finish.
+        let _reader = std::fs::File::open(&fifo).unwrap();
+    }
 }

@@ -253,6 +253,8 @@ impl AgentHandle {
         for t in &self.tasks {
             t.abort();
         }
+        // Requests answered during the drain are logged before the process goes.
+        self.shared.access_log.flush(Duration::from_secs(2));
         left
     }
 }

@@ -85,11 +85,20 @@ fn init_logs(level: &str) {
 fn run(settings: Settings) -> anyhow::Result<()> {
     init_logs(&settings.log_level);
     let workers = settings.worker_threads();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(workers)
-        .enable_all()
-        .build()
-        .context("starting the runtime")?;
+    // One worker (a task with at most one vCPU: App Mesh's recommended 512 CPU units for the
+    // sidecar) runs every connection on this thread, like one nginx worker: no work-stealing
+    // queues, no cross-thread wake-ups. More workers get tokio's multi-threaded scheduler.
+    let rt = if workers == 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(workers)
+            .enable_all()
+            .build()
+    }
+    .context("starting the runtime")?;
     rt.block_on(async move {
         let handle = Agent::start(settings).await?;
         tracing::info!(workers, "serving");

@@ -123,6 +123,8 @@ async fn admin_endpoints() {
         "taskmesh_request_duration_seconds_bucket{direction=\"egress\",virtual_service=\"svc.local\",route=\"all\",target_node=\"blue\",le=\"+Inf\"} 1",
         "taskmesh_downstream_connections_total{direction=\"egress\"}",
         "taskmesh_upstream_connect_failures_total{direction=\"egress\",virtual_service=\"svc.local\",route=\"all\",target_node=\"blue\"} 0",
+        "# TYPE taskmesh_access_log_dropped_total counter\ntaskmesh_access_log_dropped_total 0\n",
+        "# TYPE taskmesh_dns_refresh_failures_total counter\ntaskmesh_dns_refresh_failures_total 0\n",
     ] {
         assert!(prom.contains(needle), "missing {needle} in\n{prom}");
     }

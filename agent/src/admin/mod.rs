@@ -131,11 +131,21 @@ fn prometheus(shared: &Shared) -> Response<Full<Bytes>> {
         State::Draining => 1,
         State::Initializing => 2,
     };
-    respond(
-        StatusCode::OK,
-        "text/plain; version=0.0.4",
-        shared.metrics.render(state, shared.started.elapsed()),
-    )
+    let mut text = shared.metrics.render(state, shared.started.elapsed());
+    // Counters owned by the access log and the resolver rather than the metrics registry.
+    use std::fmt::Write as _;
+    let _ = write!(
+        text,
+        "# HELP taskmesh_access_log_dropped_total Access-log lines dropped because stdout or the log file could not keep up.\n\
+         # TYPE taskmesh_access_log_dropped_total counter\n\
+         taskmesh_access_log_dropped_total {}\n\
+         # HELP taskmesh_dns_refresh_failures_total Background DNS refreshes that failed (the last good answer was kept).\n\
+         # TYPE taskmesh_dns_refresh_failures_total counter\n\
+         taskmesh_dns_refresh_failures_total {}\n",
+        shared.access_log.dropped(),
+        shared.resolver.refresh_failures(),
+    );
+    respond(StatusCode::OK, "text/plain; version=0.0.4", text)
 }
 
 /// The `/server_info` document.

@@ -151,11 +151,11 @@ async fn handle(conn: &Conn, mut req: Request<Incoming>) -> Response<ProxyBody> 
     let path = req.uri().path_and_query().cloned();
     let bytes_received = content_length(req.headers());
 
-    let (resp, upstream_str, flags) = match decision.upstream {
-        Err((status, msg, flag)) => (local_response(status, msg), String::new(), flag),
+    let (resp, upstream_authority, flags) = match decision.upstream {
+        Err((status, msg, flag)) => (local_response(status, msg), None, flag),
         Ok(up) => {
             let (r, flag) = forward(shared, &decision, req, conn, up).await;
-            (r, up.to_string(), flag)
+            (r, Some(http_forward::authority_for(up)), flag)
         }
     };
     let status = resp.status().as_u16();
@@ -172,7 +172,7 @@ async fn handle(conn: &Conn, mut req: Request<Incoming>) -> Response<ProxyBody> 
             bytes_received,
             bytes_sent: content_length(resp.headers()),
             duration_ms: start.elapsed().as_secs_f64() * 1000.0,
-            upstream: &upstream_str,
+            upstream: upstream_authority.as_ref().map_or("", |a| a.as_str()),
             virtual_service: decision.virtual_service,
             route: decision.route,
             target_node: decision.target,

@@ -4,6 +4,8 @@
 //! `Transfer-Encoding`, `Upgrade`, `Proxy-Authenticate`, `Proxy-Authorization`), `x-forwarded-for` appended, `x-request-id` kept or generated, and the
 //! absolute upstream URI set for the pooled client.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -60,13 +62,63 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 
 /// Appends the client address to `x-forwarded-for`.
 pub fn append_forwarded_for(headers: &mut HeaderMap, client: IpAddr) {
-    let mut buf = itoa_ip(client);
-    if let Some(prev) = headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        buf = format!("{prev}, {buf}");
-    }
-    if let Ok(v) = HeaderValue::from_str(&buf) {
-        headers.insert(X_FORWARDED_FOR.clone(), v);
-    }
+    let ip = client_ip_value(client);
+    let v = match headers.get(&X_FORWARDED_FOR) {
+        None => ip,
+        Some(prev) => {
+            let mut buf = Vec::with_capacity(prev.len() + 2 + ip.len());
+            buf.extend_from_slice(prev.as_bytes());
+            buf.extend_from_slice(b", ");
+            buf.extend_from_slice(ip.as_bytes());
+            match HeaderValue::from_maybe_shared(bytes::Bytes::from(buf)) {
+                Ok(v) => v,
+                Err(_) => return,
+            }
+        }
+    };
+    headers.insert(X_FORWARDED_FOR.clone(), v);
+}
+
+thread_local! {
+    /// The last client address formatted on this thread: a sidecar's clients are almost always
+    /// the same one or two addresses, so the `Display` work is done once, not per request.
+    static CLIENT_IP: RefCell<Option<(IpAddr, HeaderValue)>> = const { RefCell::new(None) };
+    /// Upstream address -> URI authority, so the upstream URI is not formatted and re-parsed on
+    /// every request. Bounded: cleared when it outgrows [`AUTHORITY_CACHE_MAX`].
+    static AUTHORITIES: RefCell<HashMap<SocketAddr, Authority>> = RefCell::new(HashMap::new());
+}
+
+/// Entries kept in the per-thread authority cache before it is cleared.
+const AUTHORITY_CACHE_MAX: usize = 4096;
+
+fn client_ip_value(client: IpAddr) -> HeaderValue {
+    CLIENT_IP.with_borrow_mut(|last| {
+        if let Some((ip, v)) = last
+            && *ip == client
+        {
+            return v.clone();
+        }
+        let v = HeaderValue::from_str(&itoa_ip(client))
+            .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
+        *last = Some((client, v.clone()));
+        v
+    })
+}
+
+/// `upstream` as a URI authority (`10.0.0.1:8080`, `[fd00::1]:8080`), cached per thread.
+pub fn authority_for(upstream: SocketAddr) -> Authority {
+    AUTHORITIES.with_borrow_mut(|cache| {
+        if let Some(a) = cache.get(&upstream) {
+            return a.clone();
+        }
+        let a = Authority::try_from(upstream.to_string().as_str())
+            .unwrap_or_else(|_| Authority::from_static("invalid"));
+        if cache.len() >= AUTHORITY_CACHE_MAX {
+            cache.clear();
+        }
+        cache.insert(upstream, a.clone());
+        a
+    })
 }
 
 fn itoa_ip(ip: IpAddr) -> String {
@@ -91,19 +143,22 @@ pub fn ensure_request_id(headers: &mut HeaderMap) -> HeaderValue {
     v
 }
 
-/// A random UUID v4 as a header value.
+/// A random UUID v4 as a header value (hex-encoded by table, no formatting machinery).
 pub fn new_request_id() -> HeaderValue {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let r: u128 = rand::random();
     let r = (r & !(0xf << 76) | (0x4 << 76)) & !(0x3 << 62) | (0x2 << 62);
-    let s = format!(
-        "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
-        (r >> 96) as u32,
-        (r >> 80) as u16,
-        (r >> 64) as u16,
-        (r >> 48) as u16,
-        r & 0xffff_ffff_ffff
-    );
-    HeaderValue::from_str(&s).unwrap_or_else(|_| HeaderValue::from_static("0"))
+    let mut out = [0u8; 36];
+    let mut nibble = 0;
+    for (i, slot) in out.iter_mut().enumerate() {
+        if matches!(i, 8 | 13 | 18 | 23) {
+            *slot = b'-';
+            continue;
+        }
+        *slot = HEX[((r >> (124 - 4 * nibble)) & 0xf) as usize];
+        nibble += 1;
+    }
+    HeaderValue::from_bytes(&out).unwrap_or_else(|_| HeaderValue::from_static("0"))
 }
 
 /// Rewrites `req` for the upstream at `upstream`: absolute URI, hop-by-hop removed, XFF, request
@@ -129,7 +184,7 @@ pub fn prepare_request<B>(
         .path_and_query()
         .cloned()
         .unwrap_or_else(|| PathAndQuery::from_static("/"));
-    let authority = Authority::try_from(upstream.to_string().as_str())?;
+    let authority = authority_for(upstream);
     *req.uri_mut() = Uri::builder()
         .scheme(Scheme::HTTP)
         .authority(authority)
@@ -184,6 +239,22 @@ mod tests {
         assert_eq!(id.to_str().unwrap().as_bytes()[14], b'4');
         assert_eq!(ensure_request_id(&mut h), id);
         assert_ne!(new_request_id(), new_request_id());
+        for _ in 0..64 {
+            let id = new_request_id();
+            let s = id.to_str().unwrap();
+            let groups: Vec<&str> = s.split('-').collect();
+            assert_eq!(
+                groups.iter().map(|g| g.len()).collect::<Vec<_>>(),
+                [8, 4, 4, 4, 12],
+                "{s}"
+            );
+            assert!(
+                s.bytes()
+                    .all(|b| b == b'-' || b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+            );
+            assert_eq!(&s[14..15], "4", "version nibble: {s}");
+            assert!(matches!(&s[19..20], "8" | "9" | "a" | "b"), "variant: {s}");
+        }
     }
 
     #[test]
@@ -199,6 +270,18 @@ mod tests {
         )
         .unwrap();
         assert_eq!(req.uri(), "http://10.1.1.1:8080/a/b?c=1");
+        assert_eq!(
+            authority_for("10.1.1.1:8080".parse().unwrap()),
+            "10.1.1.1:8080"
+        );
+        assert_eq!(
+            authority_for("[fd00::1]:80".parse().unwrap()),
+            "[fd00::1]:80"
+        );
+        assert_eq!(
+            authority_for("10.1.1.1:8080".parse().unwrap()),
+            "10.1.1.1:8080"
+        );
         assert_eq!(req.headers()["host"], "svc.local:9080");
     }
 }

@@ -22,6 +22,7 @@ struct Conn {
     h2: bool,
     peer: SocketAddr,
     app: SocketAddr,
+    app_authority: http::uri::Authority,
     timeout: Option<Duration>,
     stats: Arc<RouteStats>,
 }
@@ -95,6 +96,7 @@ pub async fn serve_connection(
         limit,
         peer,
         app,
+        app_authority: http_forward::authority_for(app),
         h2: listener
             .as_ref()
             .is_some_and(|l| super::egress::speaks_h2(l.protocol)),
@@ -172,7 +174,6 @@ async fn handle(conn: &Conn, mut req: Request<Incoming>) -> Response<ProxyBody> 
     let status = resp.status().as_u16();
     conn.stats.response(status, start.elapsed());
     let cfg = shared.config.load();
-    let app = conn.app.to_string();
     shared.access_log.write(
         cfg.as_ref().and_then(|c| c.access_log_path.as_ref()),
         &Entry {
@@ -188,7 +189,7 @@ async fn handle(conn: &Conn, mut req: Request<Incoming>) -> Response<ProxyBody> 
             bytes_received: 0,
             bytes_sent: 0,
             duration_ms: start.elapsed().as_secs_f64() * 1000.0,
-            upstream: &app,
+            upstream: conn.app_authority.as_str(),
             virtual_service: "",
             route: "",
             target_node: cfg.as_ref().map(|c| c.table.node_name()).unwrap_or(""),
