@@ -32,7 +32,7 @@ use serde_json::Value;
 pub use error::{Finding, Location, Note, Severity, TransformError};
 pub use format::{Document, Format, Syntax};
 pub use inject::proxy::{DEFAULT_ENVOY_IMAGE, VERSION, default_agent_image};
-pub use options::{InjectOptions, ProxyKind, Redirect};
+pub use options::{DEFAULT_XRAY_IMAGE, InjectOptions, ProxyKind, Redirect};
 pub use taskdef::wiring::{
     CREATED_DEPENDS_ON_LABEL, INJECTED_LABEL, ORIGINAL_CPU_LABEL, ORIGINAL_MEMORY_LABEL,
 };

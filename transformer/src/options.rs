@@ -33,6 +33,11 @@ pub const DEFAULT_IGNORED_UID: u32 = 1337;
 /// Default egress-ignored IPs: the ECS task metadata and EC2 instance metadata endpoints.
 pub const DEFAULT_EGRESS_IGNORED_IPS: &str = "169.254.170.2,169.254.169.254";
 
+/// Default image of the X-Ray daemon sidecar `--xray` adds: the X-Ray daemon on Amazon ECR
+/// Public, the tag AWS's own examples use (the daemon is in maintenance mode, so `latest` moves
+/// only for security fixes); `--xray-image` pins another.
+pub const DEFAULT_XRAY_IMAGE: &str = "public.ecr.aws/xray/aws-xray-daemon:latest";
+
 /// Everything `inject` can be told. `Default` gives the CLI's defaults.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InjectOptions {
@@ -63,6 +68,11 @@ pub struct InjectOptions {
     /// Raise a Fargate task's cpu/memory to the smallest valid pair that fits (`--no-resize`
     /// makes a needed raise an error).
     pub resize: bool,
+    /// Trace to AWS X-Ray: run the X-Ray daemon sidecar (the task's own when it has one, else an
+    /// added `xray-daemon`), make the proxy wait for it (START) and turn on the proxy's tracing.
+    pub xray: bool,
+    /// Image of the added X-Ray daemon; default [`DEFAULT_XRAY_IMAGE`]. Only with `xray`.
+    pub xray_image: Option<String>,
 }
 
 impl Default for InjectOptions {
@@ -84,6 +94,8 @@ impl Default for InjectOptions {
             app_ports: None,
             resources: Vec::new(),
             resize: true,
+            xray: false,
+            xray_image: None,
         }
     }
 }

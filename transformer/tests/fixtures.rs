@@ -602,3 +602,241 @@ fn is_meshed_tells_taskmesh_from_app_mesh() {
     let ejected = eject_document(&out, &InjectOptions::default()).unwrap();
     assert!(!taskmesh::is_meshed(ejected.value()));
 }
+
+/// Whether a container is an X-Ray daemon, by the marks `--xray` documents: image
+/// `aws-xray-daemon`, name `xray-daemon`, or a 2000/udp port mapping.
+fn is_daemon(ctr: &Value, cfn: bool) -> bool {
+    let k = |api: &str| {
+        if cfn {
+            let mut c = api.chars();
+            c.next()
+                .map(|f| f.to_uppercase().chain(c).collect())
+                .unwrap_or_default()
+        } else {
+            api.to_string()
+        }
+    };
+    let image = serde_json::to_string(&ctr[k("image")]).unwrap_or_default();
+    let udp_2000 = ctr[k("portMappings")]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|pm| {
+            pm[k("protocol")]
+                .as_str()
+                .is_some_and(|p| p.eq_ignore_ascii_case("udp"))
+                && (pm[k("containerPort")] == 2000 || pm[k("containerPort")] == "2000")
+        });
+    image.contains("aws-xray-daemon") || ctr[k("name")] == "xray-daemon" || udp_2000
+}
+
+/// Fixtures whose `--xray` output is a golden snapshot: an added daemon on Fargate (resized),
+/// on EC2 awsvpc, from a describe export; the task's own daemon reused in CloudFormation YAML
+/// and in the App Mesh guide's API JSON.
+const XRAY_SNAPSHOTS: &[&str] = &[
+    "02_prelude",
+    "09_nginx_fargate",
+    "13_tomcat_ec2",
+    "14_describe_export",
+    "17_appmesh_doc_xray_fargate",
+];
+
+#[test]
+fn xray_reuses_or_adds_one_daemon_idempotently_and_ejects_back() {
+    let xo = InjectOptions {
+        xray: true,
+        ..opts()
+    };
+    let mut reused = 0;
+    let mut added = 0;
+    for (file, name, expect) in F {
+        let Expect::Meshes { plain, .. } = expect else {
+            continue;
+        };
+        let doc = load(file);
+        let cfn = doc.format().is_cfn();
+        let (injected, notes) =
+            inject_document(&doc, &xo).unwrap_or_else(|e| panic!("{file}: --xray: {e}"));
+        let rendered = injected.render();
+        let reparsed = Document::parse(rendered.as_bytes(), file)
+            .unwrap_or_else(|e| panic!("{file}: reparse: {e}"));
+        let (again, _) = inject_document(&reparsed, &xo)
+            .unwrap_or_else(|e| panic!("{file}: second inject: {e}"));
+        assert_eq!(again.render(), rendered, "{file}: --xray twice differs");
+
+        // Check stays clean (#19's published problem aside).
+        let findings = check_document(&reparsed, &InjectOptions::default());
+        let residual = usize::from(*name == "19_ecs_doc_container_dependency");
+        assert_eq!(findings.len(), residual, "{file}: {findings:#?}");
+
+        let originals: std::collections::BTreeMap<String, Value> =
+            task_definitions(&doc).into_iter().collect();
+        // The input without App Mesh wiring (and with ECS number forms normalised), which is
+        // what inject starts from.
+        let ejected_original = eject_document(&doc, &InjectOptions::default())
+            .unwrap_or_else(|e| panic!("{file}: eject: {e}"));
+        let stripped: std::collections::BTreeMap<String, Value> =
+            task_definitions(&ejected_original).into_iter().collect();
+        for (id, td) in task_definitions(&reparsed) {
+            let skipped = notes.iter().any(|n| {
+                n.location.ends_with(&format!("resource {id}")) && n.message.starts_with("skipped")
+            });
+            let list = td[key(&reparsed, "containerDefinitions")]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            let daemons: Vec<&Value> = list.iter().filter(|c| is_daemon(c, cfn)).collect();
+            let had = originals[&id][key(&doc, "containerDefinitions")]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|c| is_daemon(c, cfn))
+                .count();
+            if skipped {
+                assert_eq!(daemons.len(), had, "{file}: {id}: skipped but changed");
+                continue;
+            }
+            assert_eq!(daemons.len(), 1, "{file}: {id}: one X-Ray daemon");
+            let daemon = daemons[0];
+            let labels = key(&reparsed, "dockerLabels");
+            let daemon_injected = daemon[&labels].get(INJECTED_LABEL).is_some();
+            if had == 1 {
+                reused += 1;
+                assert!(
+                    !daemon_injected,
+                    "{file}: {id}: the task's daemon is reused"
+                );
+                let before = stripped[&id][key(&doc, "containerDefinitions")]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .find(|c| is_daemon(c, cfn))
+                    .unwrap_or_else(|| panic!("{file}: {id}: eject lost the daemon"));
+                assert_eq!(daemon, before, "{file}: {id}: the reused daemon changed");
+            } else {
+                added += 1;
+                assert!(
+                    daemon_injected,
+                    "{file}: {id}: the added daemon is labelled"
+                );
+                assert_eq!(daemon[key(&reparsed, "name")], "xray-daemon");
+                assert_eq!(daemon[key(&reparsed, "user")], "1337");
+                assert_eq!(
+                    daemon[key(&reparsed, "image")],
+                    taskmesh::options::DEFAULT_XRAY_IMAGE
+                );
+            }
+            let agent = list
+                .iter()
+                .find(|c| c[key(&reparsed, "name")] == "taskmesh-agent")
+                .unwrap_or_else(|| panic!("{file}: {id}: no agent"));
+            let env = agent[key(&reparsed, "environment")].to_string();
+            assert!(
+                env.contains("ENABLE_ENVOY_XRAY_TRACING"),
+                "{file}: {id}: {env}"
+            );
+            if daemon[key(&reparsed, "user")] == "1337" {
+                let deps = &agent[key(&reparsed, "dependsOn")];
+                assert_eq!(
+                    deps[0][key(&reparsed, "containerName")],
+                    daemon[key(&reparsed, "name")],
+                    "{file}: {id}: the agent waits for the daemon"
+                );
+                assert_eq!(deps[0][key(&reparsed, "condition")], "START");
+            }
+        }
+
+        // Eject: the added daemon goes, the task's own stays; a plain input comes back whole.
+        let ejected = eject_document(&reparsed, &InjectOptions::default())
+            .unwrap_or_else(|e| panic!("{file}: eject: {e}"));
+        assert_eq!(
+            ejected.value(),
+            ejected_original.value(),
+            "{file}: eject(inject(x, --xray)) != eject(x)"
+        );
+        if *plain {
+            let original = match doc.format() {
+                Format::DescribeOutput => {
+                    Value::Object(taskmesh::format::describe::to_registrable(doc.value()))
+                }
+                _ => doc.value().clone(),
+            };
+            assert_eq!(ejected.value(), &original, "{file}: eject(inject(x)) != x");
+        }
+        // Without --xray, the daemon taskmesh added goes away again.
+        let (plain_again, _) = inject_document(&reparsed, &opts()).unwrap();
+        let (plain_once, _) = inject_document(&doc, &opts()).unwrap();
+        assert_eq!(
+            plain_again.render(),
+            plain_once.render(),
+            "{file}: inject without --xray after --xray"
+        );
+
+        if XRAY_SNAPSHOTS.contains(name) {
+            insta::assert_snapshot!(format!("xray_{name}"), snapshot_text(&injected, &notes));
+        }
+    }
+    assert!(
+        reused >= 5,
+        "task definitions with their own daemon: {reused}"
+    );
+    assert!(added >= 10, "task definitions given a daemon: {added}");
+}
+
+#[test]
+fn migrating_a_tracing_app_mesh_envoy_without_xray_says_how_to_keep_tracing() {
+    let doc =
+        load("aws__aws-app-mesh-examples__walkthroughs__howto-ecs-basics__deploy__2-meshify.yaml");
+    let (_, notes) = inject_document(&doc, &opts()).unwrap();
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.to_string().contains("container 'envoy'")
+                && n.message.contains("pass --xray")),
+        "{notes:#?}"
+    );
+    let xo = InjectOptions {
+        xray: true,
+        ..opts()
+    };
+    let (_, notes) = inject_document(&doc, &xo).unwrap();
+    assert!(!notes.iter().any(|n| n.message.contains("pass --xray")));
+}
+
+#[test]
+fn check_reports_tracing_without_a_daemon() {
+    // The App Mesh guide's X-Ray example, with its daemon taken out: Envoy still traces.
+    let doc = load(
+        "awsdocs__aws-app-mesh-user-guide__doc_source__getting-started-ecs.md.at-626e466.example-xray-fargate.json",
+    );
+    let mut td = doc.value().clone();
+    let list = td["containerDefinitions"].as_array_mut().unwrap();
+    list.retain(|c| c["name"] != "xray-daemon");
+    let findings = taskmesh::check_task_definition(&td, &taskmesh::Location::file("td.json"));
+    assert!(
+        findings.iter().any(|f| f.severity == Severity::Warning
+            && f.to_string().contains("container 'envoy'")
+            && f.message.contains("runs no X-Ray daemon")),
+        "{findings:#?}"
+    );
+    // With the daemon, or with a daemon address elsewhere, nothing is reported.
+    let with = taskmesh::check_task_definition(doc.value(), &taskmesh::Location::file("td.json"));
+    assert!(
+        !with.iter().any(|f| f.message.contains("X-Ray daemon")),
+        "{with:#?}"
+    );
+    let envoy = td["containerDefinitions"]
+        .as_array_mut()
+        .unwrap()
+        .iter_mut()
+        .find(|c| c["name"] == "envoy")
+        .unwrap();
+    envoy["environment"].as_array_mut().unwrap().push(
+        serde_json::json!({"name": "AWS_XRAY_DAEMON_ADDRESS", "value": "xray.internal:2000"}),
+    );
+    let remote = taskmesh::check_task_definition(&td, &taskmesh::Location::file("td.json"));
+    assert!(
+        !remote.iter().any(|f| f.message.contains("X-Ray daemon")),
+        "{remote:#?}"
+    );
+}

@@ -7,12 +7,13 @@
 //! the proxy's user, at most 15 ports per list; the proxy is essential with a real health check
 //! within ECS ranges; every app container waits for the proxy (HEALTHY); SUCCESS/COMPLETE only
 //! on non-essential containers; no NET_ADMIN on Fargate; app ports clear of the proxy ports; a
-//! valid Fargate task size that holds all containers.
+//! valid Fargate task size that holds all containers; a proxy that traces to X-Ray
+//! (`ENABLE_ENVOY_XRAY_TRACING`) has an X-Ray daemon in the task (or an address elsewhere).
 
 use serde_json::{Map, Value};
 
 use crate::error::{Finding, Location};
-use crate::inject::{MAX_CONTAINERS, MAX_PORTS, resize};
+use crate::inject::{MAX_CONTAINERS, MAX_PORTS, resize, xray};
 use crate::taskdef::naming::is_intrinsic;
 use crate::taskdef::wiring::{self, Role};
 use crate::taskdef::{Casing, fargate, numbers};
@@ -112,7 +113,9 @@ pub fn check_td(td: &Map<String, Value>, c: Casing, loc: &Location) -> Vec<Findi
             .iter()
             .position(|ctr| wiring::str_field(ctr, c, "name") == Some(name)),
         None => list.iter().zip(&roles).position(|(ctr, r)| {
-            matches!(r, Role::Injected | Role::LegacyProxy) && !wiring::has_net_admin(ctr, c)
+            matches!(r, Role::Injected | Role::LegacyProxy)
+                && !wiring::has_net_admin(ctr, c)
+                && !wiring::is_xray_daemon(ctr, c)
         }),
     };
 
@@ -231,6 +234,19 @@ pub fn check_td(td: &Map<String, Value>, c: Casing, loc: &Location) -> Vec<Findi
             ));
         }
         check_health(proxy, c, &pl, &mut out);
+        if xray::traces(proxy, c)
+            && !xray::remote_daemon(proxy, c)
+            && !list.iter().any(|x| wiring::is_xray_daemon(x, c))
+        {
+            out.push(Finding::warning(
+                &pl.with_field(c.k("environment")),
+                format!(
+                    "{} is on but the task runs no X-Ray daemon, so the proxy's segments go to 127.0.0.1 and are lost. Fix: taskmesh inject --xray (adds the daemon sidecar), or set {} to a daemon elsewhere",
+                    xray::TRACING_ENV,
+                    xray::ADDRESS_ENV
+                ),
+            ));
+        }
         if let Some(uid) = &ignored_uid {
             let user = proxy.get(c.k("user"));
             match user {

@@ -103,6 +103,17 @@ pub struct InjectArgs {
     /// that fits the proxy [default: resize, with a note on stderr]
     #[arg(long)]
     pub no_resize: bool,
+    /// Trace to AWS X-Ray: reuse the task's X-Ray daemon (image aws-xray-daemon, name
+    /// xray-daemon, or 2000/udp) or add an `xray-daemon` sidecar as the App Mesh examples did
+    /// (user = --ignored-uid, 2000/udp, cpu 32, memoryReservation 256, the app's log
+    /// configuration); the proxy waits for it (START) and gets ENABLE_ENVOY_XRAY_TRACING=1. The
+    /// task role needs AWSXRayDaemonWriteAccess. Eject removes only a daemon inject added
+    #[arg(long)]
+    pub xray: bool,
+    /// Image of the X-Ray daemon --xray adds [default:
+    /// public.ecr.aws/xray/aws-xray-daemon:latest]
+    #[arg(long, value_name = "IMAGE", requires = "xray")]
+    pub xray_image: Option<String>,
 }
 
 fn list<T: std::str::FromStr>(
@@ -154,6 +165,8 @@ impl InjectArgs {
             app_ports: list::<u16>("--app-ports", &self.app_ports)?,
             resources: self.resources.clone(),
             resize: !self.no_resize,
+            xray: self.xray,
+            xray_image: self.xray_image.clone(),
         })
     }
 }

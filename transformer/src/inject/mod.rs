@@ -2,12 +2,13 @@
 //! previous taskmesh injection and any legacy App Mesh wiring stripped (see [`crate::eject`]), it
 //! adds the proxy container, the redirect (`proxyConfiguration`, or a `proxy-init` container),
 //! `dependsOn` HEALTHY (SUCCESS on proxy-init) from every app container, and a Fargate resize
-//! when needed; every rule it enforces fails with an error naming file, resource, container,
+//! when needed, and with `--xray` the X-Ray daemon sidecar ([`xray`]); every rule it enforces fails with an error naming file, resource, container,
 //! field and the fix. Because it always starts from the stripped definition, inject∘inject = inject.
 
 pub mod identity;
 pub mod proxy;
 pub mod resize;
+pub mod xray;
 
 use serde_json::{Map, Value};
 
@@ -219,6 +220,12 @@ pub fn inject_td(
             ),
         ));
     }
+    if opts.xray_image.is_some() && !opts.xray {
+        return Err(TransformError::usage(
+            loc.clone(),
+            "--xray-image names the image of the X-Ray daemon that --xray adds; pass --xray too",
+        ));
+    }
     check_platform(td, c, target)?;
     if is_gateway(td, c) {
         return Err(TransformError::invalid(
@@ -253,6 +260,12 @@ pub fn inject_td(
                 hints.resource_arn = wiring::appmesh_identity(ctr, c).cloned();
             }
             _ => {}
+        }
+        if *role == Role::LegacyProxy && !opts.xray && xray::traces(ctr, c) {
+            notes.push(Note::new(
+                &loc.with_container(wiring::str_field(ctr, c, "name").unwrap_or("envoy")),
+                "the App Mesh Envoy traced to X-Ray (ENABLE_ENVOY_XRAY_TRACING); pass --xray to keep tracing with the new proxy",
+            ));
         }
     }
     let existing = |name: &str| wiring::proxy_property(td, c, name).cloned();
@@ -326,28 +339,43 @@ pub fn inject_td(
             }
         }
     }
-    let added = if opts.redirect == Redirect::ProxyInit {
-        2
-    } else {
-        1
-    };
-    if containers.len() + added > MAX_CONTAINERS {
-        return Err(TransformError::invalid(
-            loc.with_field(&cd_key),
-            format!(
-                "the task would have {} containers with the proxy{}, more than the ECS limit of {MAX_CONTAINERS}. Fix: move a sidecar into another task, or merge containers",
-                containers.len() + added,
-                if added == 2 { " and proxy-init" } else { "" }
-            ),
-        ));
-    }
-
     // App containers: those that do not bypass the proxy.
     let uid = opts.ignored_uid.to_string();
     let gid = opts
         .ignored_gid
         .map(|g| g.to_string())
         .or_else(|| old_gid.as_ref().and_then(Value::as_str).map(str::to_string));
+
+    // The X-Ray daemon: the task's own, or one to add.
+    let daemon = opts.xray.then(|| {
+        xray::plan(
+            containers,
+            c,
+            |ctr| bypasses_proxy(ctr, c, &uid, gid.as_deref()),
+            loc,
+            &mut notes,
+        )
+    });
+    let add_daemon = daemon.as_ref().is_some_and(|d| d.added);
+
+    let mut added_names = vec!["the proxy"];
+    if opts.redirect == Redirect::ProxyInit {
+        added_names.push("proxy-init");
+    }
+    if add_daemon {
+        added_names.push("the X-Ray daemon");
+    }
+    let added = added_names.len();
+    if containers.len() + added > MAX_CONTAINERS {
+        return Err(TransformError::invalid(
+            loc.with_field(&cd_key),
+            format!(
+                "the task would have {} containers with {}, more than the ECS limit of {MAX_CONTAINERS}. Fix: move a sidecar into another task, or merge containers",
+                containers.len() + added,
+                added_names.join(" and ")
+            ),
+        ));
+    }
     let app_idx: Vec<usize> = containers
         .iter()
         .enumerate()
@@ -465,16 +493,25 @@ pub fn inject_td(
     };
 
     // Fargate size.
-    let (extra_cpu, extra_mem) = match opts.proxy {
+    let (mut extra_cpu, mut extra_mem) = match opts.proxy {
         ProxyKind::Agent => (proxy::AGENT_CPU, proxy::AGENT_MEMORY_RESERVATION),
         ProxyKind::Envoy => (proxy::ENVOY_CPU, proxy::ENVOY_MEMORY_RESERVATION),
     };
+    let mut sized = "the proxy";
+    if add_daemon {
+        extra_cpu += xray::XRAY_CPU;
+        extra_mem += xray::XRAY_MEMORY_RESERVATION;
+        sized = "the proxy and the X-Ray daemon";
+    }
     let mut labels = resize::fit(
         &mut out,
         c,
         opts,
-        extra_cpu as u64,
-        extra_mem as u64,
+        resize::Extra {
+            cpu: extra_cpu as u64,
+            memory: extra_mem as u64,
+            what: sized,
+        },
         loc,
         &mut notes,
     )?;
@@ -530,7 +567,7 @@ pub fn inject_td(
         .filter_map(|&i| containers[i].get(c.k("logConfiguration")))
         .find(|l| l.get(c.k("logDriver")).and_then(Value::as_str) != Some("awsfirelens"))
         .cloned();
-    let proxy_ctr = proxy::proxy_container(
+    let mut proxy_ctr = proxy::proxy_container(
         c,
         opts,
         &id.resource_arn,
@@ -538,17 +575,22 @@ pub fn inject_td(
         log_configuration.as_ref(),
         &labels,
     );
+    if let Some(d) = &daemon {
+        xray::wire_proxy(&mut proxy_ctr, c, opts, d);
+    }
     let at = stripped
         .proxy_index
         .unwrap_or(containers.len())
         .min(containers.len());
     containers.insert(at, proxy_ctr);
+    let mut next = at + 1;
     match opts.redirect {
         Redirect::ProxyInit => {
             containers.insert(
-                at + 1,
+                next,
                 proxy::proxy_init_container(c, opts, &settings, log_configuration.as_ref()),
             );
+            next += 1;
         }
         Redirect::Ecs => {
             let pc = proxy::proxy_configuration(c, opts, &settings);
@@ -559,6 +601,12 @@ pub fn inject_td(
                 .min(out.len());
             out.shift_insert(idx, key, pc);
         }
+    }
+    if add_daemon {
+        containers.insert(
+            next,
+            xray::daemon_container(c, opts, log_configuration.as_ref()),
+        );
     }
     out.insert(cd_key, Value::Array(containers));
     if opts.proxy == ProxyKind::Envoy {

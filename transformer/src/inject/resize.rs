@@ -61,17 +61,32 @@ fn same_type(original: &Value, n: u32) -> Value {
     }
 }
 
-/// Make the Fargate task size hold its containers plus `extra_cpu` / `extra_memory` (the
-/// containers about to be added). Returns the docker labels to put on the proxy.
+/// What the containers about to be added need.
+#[derive(Debug, Clone, Copy)]
+pub struct Extra {
+    /// CPU units.
+    pub cpu: u64,
+    /// MiB (their hard limits, else reservations).
+    pub memory: u64,
+    /// What they are, for messages: "the proxy", "the proxy and the X-Ray daemon".
+    pub what: &'static str,
+}
+
+/// Make the Fargate task size hold its containers plus `extra` (the containers about to be
+/// added). Returns the docker labels to put on the proxy.
 pub fn fit(
     td: &mut Map<String, Value>,
     c: Casing,
     opts: &InjectOptions,
-    extra_cpu: u64,
-    extra_memory: u64,
+    extra: Extra,
     loc: &Location,
     notes: &mut Vec<Note>,
 ) -> Result<Vec<(String, String)>, TransformError> {
+    let Extra {
+        cpu: extra_cpu,
+        memory: extra_memory,
+        what,
+    } = extra;
     if !is_fargate(td, c) {
         return Ok(Vec::new());
     }
@@ -94,7 +109,7 @@ pub fn fit(
         notes.push(Note::new(
             loc,
             format!(
-                "task {cpu_key}/{mem_key} is {why}, so the Fargate size was not checked; make sure it leaves {extra_cpu} CPU units and {extra_memory} MiB for the proxy"
+                "task {cpu_key}/{mem_key} is {why}, so the Fargate size was not checked; make sure it leaves {extra_cpu} CPU units and {extra_memory} MiB for {what}"
             ),
         ));
         return Ok(Vec::new());
@@ -103,7 +118,7 @@ pub fn fit(
         notes.push(Note::new(
             loc,
             format!(
-                "a container's cpu/memory is an intrinsic function, so the Fargate size was not checked; make sure {cpu_key} {task_cpu} / {mem_key} {task_mem} leaves {extra_cpu} CPU units and {extra_memory} MiB for the proxy"
+                "a container's cpu/memory is an intrinsic function, so the Fargate size was not checked; make sure {cpu_key} {task_cpu} / {mem_key} {task_mem} leaves {extra_cpu} CPU units and {extra_memory} MiB for {what}"
             ),
         ));
         return Ok(Vec::new());
@@ -118,7 +133,7 @@ pub fn fit(
         return Err(TransformError::invalid(
             loc.with_field(&cpu_key),
             format!(
-                "the containers plus the proxy need {need_cpu} CPU units and {need_mem} MiB, more than the largest Fargate task size (16384 CPU units / 122880 MiB); reduce the containers' cpu/memory"
+                "the containers plus {what} need {need_cpu} CPU units and {need_mem} MiB, more than the largest Fargate task size (16384 CPU units / 122880 MiB); reduce the containers' cpu/memory"
             ),
         ));
     };
@@ -126,7 +141,7 @@ pub fn fit(
         return Err(TransformError::invalid(
             loc.with_field(format!("{cpu_key}/{mem_key}")),
             format!(
-                "the containers plus the proxy need {need_cpu} CPU units and {need_mem} MiB, but the Fargate task has {cpu_key} {} / {mem_key} {}; the smallest valid Fargate size that fits is {new_cpu} / {new_mem}. Fix: set {cpu_key} to \"{new_cpu}\" and {mem_key} to \"{new_mem}\" (or larger), or drop --no-resize to let inject do it",
+                "the containers plus {what} need {need_cpu} CPU units and {need_mem} MiB, but the Fargate task has {cpu_key} {} / {mem_key} {}; the smallest valid Fargate size that fits is {new_cpu} / {new_mem}. Fix: set {cpu_key} to \"{new_cpu}\" and {mem_key} to \"{new_mem}\" (or larger), or drop --no-resize to let inject do it",
                 text_of(&cpu_v),
                 text_of(&mem_v)
             ),
@@ -144,7 +159,7 @@ pub fn fit(
     notes.push(Note::new(
         loc,
         format!(
-            "Fargate task size raised from {cpu_key} {} / {mem_key} {} to {cpu_key} {new_cpu} / {mem_key} {new_mem}, the smallest valid pair holding the containers plus the proxy ({need_cpu} CPU units, {need_mem} MiB); the original is kept in the proxy's docker labels {ORIGINAL_CPU_LABEL}/{ORIGINAL_MEMORY_LABEL} and restored by eject",
+            "Fargate task size raised from {cpu_key} {} / {mem_key} {} to {cpu_key} {new_cpu} / {mem_key} {new_mem}, the smallest valid pair holding the containers plus {what} ({need_cpu} CPU units, {need_mem} MiB); the original is kept in the proxy's docker labels {ORIGINAL_CPU_LABEL}/{ORIGINAL_MEMORY_LABEL} and restored by eject",
             text_of(&cpu_v),
             text_of(&mem_v)
         ),

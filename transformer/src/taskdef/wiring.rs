@@ -1,7 +1,8 @@
 //! Recognising proxy wiring in a task definition: containers taskmesh injected (docker label
 //! `taskmesh.injected`), App Mesh Envoy sidecars (GA era: `APPMESH_RESOURCE_ARN` /
 //! `APPMESH_VIRTUAL_NODE_NAME`), preview-era `proxyinit` route managers, and any other proxy
-//! named by `proxyConfiguration.containerName`. Plus small accessors used by inject/eject/check.
+//! named by `proxyConfiguration.containerName`; and X-Ray daemon sidecars. Plus small accessors
+//! used by inject/eject/check.
 
 use serde_json::{Map, Value};
 
@@ -179,6 +180,44 @@ fn role(container: &Value, c: Casing, named_proxy: Option<&str>) -> Role {
     Role::App
 }
 
+/// Name of the X-Ray daemon container in the AWS examples, and of the one `--xray` adds.
+pub const XRAY_DAEMON_NAME: &str = "xray-daemon";
+/// The X-Ray daemon's UDP port (segments) in every AWS example and the daemon image's default.
+pub const XRAY_DAEMON_PORT: u16 = 2000;
+
+/// The literal containerPort of a `udp` port mapping, for each such mapping of a container.
+pub fn udp_ports(container: &Value, c: Casing) -> Vec<i64> {
+    container
+        .get(c.k("portMappings"))
+        .and_then(Value::as_array)
+        .map(|pms| {
+            pms.iter()
+                .filter(|pm| {
+                    pm.get(c.k("protocol"))
+                        .and_then(Value::as_str)
+                        .is_some_and(|p| p.eq_ignore_ascii_case("udp"))
+                })
+                .filter_map(|pm| pm.get(c.k("containerPort")).and_then(super::numbers::int))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Whether a container is an AWS X-Ray daemon: its image is `aws-xray-daemon` (Docker Hub
+/// `amazon/aws-xray-daemon`, ECR Public `public.ecr.aws/xray/aws-xray-daemon`, or a mirror of it,
+/// also inside an intrinsic), or it is named `xray-daemon`, or it maps 2000/udp (the X-Ray port:
+/// a second daemon could not bind it in the task's shared network namespace anyway).
+pub fn is_xray_daemon(container: &Value, c: Casing) -> bool {
+    if !container.is_object() || is_intrinsic(container) {
+        return false;
+    }
+    container
+        .get(c.k("image"))
+        .is_some_and(|i| mentions(i, "aws-xray-daemon"))
+        || str_field(container, c, "name") == Some(XRAY_DAEMON_NAME)
+        || udp_ports(container, c).contains(&i64::from(XRAY_DAEMON_PORT))
+}
+
 /// Whether a task definition (API shape) is meshed by taskmesh: it carries an injected proxy
 /// container, and its redirect (proxyConfiguration naming that proxy, or an injected
 /// proxy-init container) is in place. This is what the validating hooks check.
@@ -190,7 +229,9 @@ pub fn is_meshed_in(td: &Map<String, Value>, c: Casing) -> bool {
         .iter()
         .filter(|x| label(x, c, INJECTED_LABEL).is_some())
         .collect();
-    let proxy = injected.iter().find(|x| !has_net_admin(x, c));
+    let proxy = injected
+        .iter()
+        .find(|x| !has_net_admin(x, c) && !is_xray_daemon(x, c));
     let Some(proxy_name) = proxy.and_then(|p| str_field(p, c, "name")) else {
         return false;
     };
