@@ -21,6 +21,8 @@ pub const PARAMETERS: &[&str] = &[
     "Image",
     "VirtualNode",
     "Redirect",
+    "Xray",
+    "XrayImage",
 ];
 
 /// The macro request (lambda-anchors §2.1).
@@ -222,6 +224,18 @@ fn options(request: &MacroRequest) -> Result<InjectOptions, String> {
             "config" => opts.config = Some(value),
             "image" => opts.image = Some(value),
             "virtualnode" => opts.virtual_node = Some(value),
+            "xrayimage" => opts.xray_image = Some(value),
+            "xray" => {
+                opts.xray = match value.to_ascii_lowercase().as_str() {
+                    "true" => true,
+                    "false" => false,
+                    _ => {
+                        return Err(format!(
+                            "transform parameter {name}: '{value}' is not true or false"
+                        ));
+                    }
+                }
+            }
             "proxy" => {
                 opts.proxy = match value.to_ascii_lowercase().as_str() {
                     "agent" => ProxyKind::Agent,
@@ -251,6 +265,12 @@ fn options(request: &MacroRequest) -> Result<InjectOptions, String> {
                 ));
             }
         }
+    }
+    if opts.xray_image.is_some() && !opts.xray {
+        return Err(
+            "transform parameter XrayImage is the image of the X-Ray daemon that Xray: true adds; set Xray: true too"
+                .to_string(),
+        );
     }
     Ok(opts)
 }

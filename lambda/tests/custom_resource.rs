@@ -112,6 +112,50 @@ async fn create_registers_a_meshed_revision_and_answers_success() {
 }
 
 #[tokio::test]
+async fn create_with_xray_registers_a_revision_with_the_daemon() {
+    let moto = moto();
+    let api = ecs(&moto);
+    let source = register(&api, &source_task_definition("colorteller-traced")).await;
+    let recorder = ResponseRecorder::start().await;
+    let services = Services::with_ecs(api.clone());
+    let mut event = create_event(&recorder.url(), &source);
+    event["ResourceProperties"]["VirtualNode"] = json!("colorteller-traced");
+    // CloudFormation sends every scalar as a string.
+    event["ResourceProperties"]["Xray"] = json!("true");
+
+    handle_custom_resource(&event, deadline_in(60.0), &services)
+        .await
+        .expect("delivered");
+    let body = check_answer(&recorder);
+    assert_eq!(body["Status"], "SUCCESS", "{body}");
+    let arn = body["PhysicalResourceId"].as_str().unwrap().to_string();
+    let registered = api.describe_task_definition(&arn).await.unwrap();
+    let td = &registered.task_definition;
+    assert!(taskmesh::is_meshed(td), "{td}");
+    let list = td["containerDefinitions"].as_array().unwrap();
+    let daemon = list
+        .iter()
+        .find(|c| c["name"] == "xray-daemon")
+        .unwrap_or_else(|| panic!("no xray-daemon in {td:#}"));
+    assert_eq!(daemon["image"], taskmesh::DEFAULT_XRAY_IMAGE);
+    assert_eq!(daemon["user"], "1337");
+    assert_eq!(daemon["portMappings"][0]["containerPort"], 2000);
+    assert_eq!(daemon["portMappings"][0]["protocol"], "udp");
+    let agent = list.iter().find(|c| c["name"] == "taskmesh-agent").unwrap();
+    assert_eq!(
+        agent["dependsOn"],
+        json!([{"containerName": "xray-daemon", "condition": "START"}])
+    );
+    assert!(
+        agent["environment"]
+            .as_array()
+            .unwrap()
+            .contains(&json!({"name": "ENABLE_ENVOY_XRAY_TRACING", "value": "1"})),
+        "{agent:#}"
+    );
+}
+
+#[tokio::test]
 async fn update_registers_a_replacement_and_delete_deregisters_only_its_own() {
     let moto = moto();
     let api = ecs(&moto);
@@ -250,6 +294,16 @@ async fn bad_properties_answer_failed_naming_the_property() {
             "property Proxy: 'linkerd' is not one of: agent, envoy",
         ),
         ("Colour", json!("blue"), "property Colour: unknown property"),
+        (
+            "Xray",
+            json!("sometimes"),
+            "property Xray: 'sometimes' is not true or false",
+        ),
+        (
+            "XrayImage",
+            json!("amazon/aws-xray-daemon"),
+            "property XrayImage: is the image of the X-Ray daemon that Xray: true adds",
+        ),
     ];
     for (property, value, expected) in cases {
         let recorder = ResponseRecorder::start().await;

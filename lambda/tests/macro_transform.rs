@@ -185,3 +185,71 @@ fn a_malformed_request_gets_a_failure_answer() {
             .contains("malformed macro request")
     );
 }
+
+#[test]
+fn xray_parameters_add_the_daemon_sidecar() {
+    let mut input = event("macro-fragment.json");
+    input["fragment"]["ContainerDefinitions"][0]["Memory"] = json!(256);
+    input["params"]["Xray"] = json!("true");
+    input["params"]["XrayImage"] = json!({"Ref": "XrayImage"});
+    input["templateParameterValues"]["XrayImage"] =
+        json!("111122223333.dkr.ecr.us-east-1.amazonaws.com/xray:3.3.14");
+    let out = run(&input);
+    assert_eq!(out["status"], "success", "{out:#}");
+    let list = containers(&out["fragment"]);
+    let daemon = container(&list, "xray-daemon");
+    assert_eq!(
+        daemon["Image"],
+        "111122223333.dkr.ecr.us-east-1.amazonaws.com/xray:3.3.14"
+    );
+    assert_eq!(daemon["User"], "1337");
+    assert_eq!(
+        daemon["PortMappings"],
+        json!([{"ContainerPort": 2000, "Protocol": "udp"}])
+    );
+    let agent = container(&list, "taskmesh-agent");
+    assert_eq!(
+        agent["DependsOn"],
+        json!([{"ContainerName": "xray-daemon", "Condition": "START"}])
+    );
+    assert!(
+        agent["Environment"]
+            .as_array()
+            .unwrap()
+            .contains(&json!({"Name": "ENABLE_ENVOY_XRAY_TRACING", "Value": "1"})),
+        "{agent:#}"
+    );
+    // The app's 256 MiB + the agent's 64 fit the task's 512 MiB; with the daemon's 256 they do
+    // not, so the task grows to the next valid Fargate size (and shrinks back without Xray).
+    assert_eq!(out["fragment"]["Cpu"], "256");
+    assert_eq!(out["fragment"]["Memory"], "1024");
+
+    // The macro on its own output changes nothing; without Xray the daemon it added goes.
+    let mut again = input.clone();
+    again["fragment"] = out["fragment"].clone();
+    assert_eq!(run(&again)["fragment"], out["fragment"]);
+    let mut off = again.clone();
+    off["params"].as_object_mut().unwrap().remove("Xray");
+    off["params"].as_object_mut().unwrap().remove("XrayImage");
+    let plain = run(&off);
+    assert_eq!(plain["status"], "success", "{plain:#}");
+    let mut plain_input = event("macro-fragment.json");
+    plain_input["fragment"]["ContainerDefinitions"][0]["Memory"] = json!(256);
+    assert_eq!(plain["fragment"], run(&plain_input)["fragment"]);
+
+    // Bad values fail naming the parameter.
+    let mut bad = event("macro-fragment.json");
+    bad["params"]["Xray"] = json!("sometimes");
+    assert!(
+        failure(&bad).contains("transform parameter Xray: 'sometimes' is not true or false"),
+        "{}",
+        failure(&bad)
+    );
+    let mut lone = event("macro-fragment.json");
+    lone["params"]["XrayImage"] = json!("amazon/aws-xray-daemon");
+    assert!(
+        failure(&lone).contains("XrayImage") && failure(&lone).contains("Xray: true"),
+        "{}",
+        failure(&lone)
+    );
+}

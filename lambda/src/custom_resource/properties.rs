@@ -25,6 +25,8 @@ pub const KNOWN_PROPERTIES: &[&str] = &[
     "EgressIgnoredPorts",
     "AppPorts",
     "Resize",
+    "Xray",
+    "XrayImage",
 ];
 
 /// A property that cannot be used.
@@ -136,6 +138,16 @@ impl MeshTaskDefinitionProperties {
         o.app_ports = port_list(map, "AppPorts")?;
         if let Some(v) = map.get("Resize") {
             o.resize = boolean("Resize", v)?;
+        }
+        if let Some(v) = map.get("Xray").filter(|v| !v.is_null()) {
+            o.xray = boolean("Xray", v)?;
+        }
+        o.xray_image = string(map, "XrayImage")?;
+        if o.xray_image.is_some() && !o.xray {
+            return Err(err(
+                "XrayImage",
+                "is the image of the X-Ray daemon that Xray: true adds; set Xray: true too",
+            ));
         }
         Ok(Self {
             task_definition,
