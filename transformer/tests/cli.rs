@@ -322,6 +322,10 @@ fn help_explains_every_flag_with_its_default() {
         "--app-ports",
         "--resource",
         "--no-resize",
+        "--xray",
+        "--xray-image",
+        "public.ecr.aws/xray/aws-xray-daemon:latest",
+        "ENABLE_ENVOY_XRAY_TRACING=1",
         "--output",
         "--in-place",
         "[default: 15000]",
@@ -419,4 +423,30 @@ fn mesh_from_template_compiles_app_mesh_resources() {
     assert_eq!(v["virtualNodes"][0]["virtualNodeName"], "white");
     let o = run_stdin(&["mesh", "from-template", "-"], "Resources: {}\n");
     assert_eq!(o.status.code(), Some(2), "{}", err(&o));
+}
+
+#[test]
+fn xray_flags_on_inject_and_register() {
+    let td = r#"{"family": "web", "networkMode": "awsvpc", "memory": "512", "containerDefinitions": [{"name": "web", "image": "nginx", "portMappings": [{"containerPort": 80}]}]}"#;
+    let o = run_stdin(&[&["inject", "-", "--xray"][..], &MESH[..]].concat(), td);
+    assert_eq!(o.status.code(), Some(0), "{}", err(&o));
+    let v: serde_json::Value = serde_json::from_str(&out(&o)).unwrap();
+    let names: Vec<&str> = v["containerDefinitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|c| c["name"].as_str())
+        .collect();
+    assert_eq!(names, ["web", "taskmesh-agent", "xray-daemon"]);
+    // --xray-image alone is a usage error from clap (exit 2), naming the missing flag.
+    let o = run_stdin(
+        &[&["inject", "-", "--xray-image", "my/xray:1"][..], &MESH[..]].concat(),
+        td,
+    );
+    assert_eq!(o.status.code(), Some(2));
+    assert!(err(&o).contains("--xray"), "{}", err(&o));
+    // register takes the same flags.
+    let o = run(&["register", "--help"]);
+    let h = out(&o);
+    assert!(h.contains("--xray") && h.contains("--xray-image"), "{h}");
 }

@@ -529,3 +529,117 @@ fn wrapped_describe_output_becomes_a_registrable_definition_with_its_tags() {
     assert_meshed_and_survived(&name, &sent, &trips[0]);
     assert_eq!(trips[0].tags, tags.as_array().cloned().unwrap_or_default());
 }
+
+/// Whether a container is an X-Ray daemon (image `aws-xray-daemon`, name `xray-daemon`, or
+/// 2000/udp).
+fn is_xray_daemon(container: &Value) -> bool {
+    container["image"]
+        .as_str()
+        .is_some_and(|i| i.contains("aws-xray-daemon"))
+        || container["name"] == "xray-daemon"
+        || container["portMappings"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|pm| pm["containerPort"] == 2000 && pm["protocol"] == "udp")
+}
+
+#[test]
+fn xray_variant_is_valid_registers_and_lints_clean() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut api = Vec::new();
+    let mut cfn = Vec::new();
+    for (index, fixture) in fixtures::ecs_taskdefs().iter().enumerate() {
+        if is_refused(fixture) {
+            continue;
+        }
+        let out = inject_ok(fixture, &["--xray"], dir.path(), &format!("xray-{index}"));
+        if fixture.kind.is_cfn() {
+            cfn.push((fixture.clone(), out));
+        } else {
+            api.push((format!("{} --xray", fixture.name()), out));
+        }
+    }
+    assert_eq!(api.len(), 9, "accepted API fixtures");
+    assert_eq!(cfn.len(), 10, "accepted CFN fixtures");
+
+    // API JSON: botocore accepts every request; ECS (moto) stores all of it.
+    assert_valid_requests(&api);
+    let moto = MotoServer::start().expect("start moto");
+    let paths: Vec<&PathBuf> = api.iter().map(|(_, path)| path).collect();
+    let trips = ecs::register_and_describe(&moto, &paths).expect("register in moto");
+    let mut registered = 0;
+    for ((name, path), trip) in api.iter().zip(&trips) {
+        if unregistrable(name).is_some() {
+            assert!(trip.error.is_some(), "{name}: registers now?");
+            continue;
+        }
+        let sent = read_json(path);
+        let stored = trip
+            .task_definition
+            .as_ref()
+            .unwrap_or_else(|| panic!("{name}: moto refused it: {:?}", trip.error));
+        let mut body = sent.clone();
+        if let Some(m) = body.as_object_mut() {
+            m.remove("tags");
+        }
+        let mut diffs = Vec::new();
+        missing_from(&body, stored, "", &mut diffs);
+        assert!(diffs.is_empty(), "{name}: lost:\n{}", diffs.join("\n"));
+        for td in [&sent, stored] {
+            let daemons: Vec<&Value> = containers(td)
+                .iter()
+                .filter(|c| is_xray_daemon(c))
+                .collect();
+            assert_eq!(daemons.len(), 1, "{name}: one X-Ray daemon");
+            let daemon = daemons[0];
+            assert_eq!(daemon["user"], "1337", "{name}: daemon user");
+            let proxy_name = td["proxyConfiguration"]["containerName"].clone();
+            let proxy = containers(td)
+                .iter()
+                .find(|c| c["name"] == proxy_name)
+                .unwrap_or_else(|| panic!("{name}: no proxy"));
+            assert_eq!(
+                proxy["dependsOn"],
+                serde_json::json!([{"containerName": daemon["name"], "condition": "START"}]),
+                "{name}"
+            );
+            assert!(
+                proxy["environment"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|e| e["name"] == "ENABLE_ENVOY_XRAY_TRACING" && e["value"] == "1"),
+                "{name}: tracing env"
+            );
+        }
+        registered += 1;
+    }
+    assert_eq!(registered, api.len() - UNREGISTRABLE.len());
+
+    // CloudFormation: no cfn-lint error the input does not already have.
+    let mut files: Vec<PathBuf> = Vec::new();
+    for (fixture, out) in &cfn {
+        files.push(fixture.path.clone());
+        files.push(out.clone());
+    }
+    let findings = cfnlint::lint_files(&files).expect("run cfn-lint");
+    let of = |file: &Path| -> Vec<cfnlint::Finding> {
+        findings
+            .iter()
+            .filter(|f| f.file == file)
+            .cloned()
+            .collect()
+    };
+    let mut problems = Vec::new();
+    for (fixture, out) in &cfn {
+        for error in cfnlint::new_errors(&of(&fixture.path), &of(out)) {
+            problems.push(format!("{} --xray: {error}", fixture.name()));
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "inject --xray added cfn-lint errors:\n{}",
+        problems.join("\n")
+    );
+}

@@ -1,6 +1,7 @@
 //! Property tests of the transformer library on generated task definitions (containers with
 //! names, images, port mappings, environment, `dependsOn`, optional cpu/memory, docker labels,
-//! awslogs; roles and tags; awsvpc on EC2 or Fargate): injecting twice equals injecting once, and eject(inject(x)) gives back x with
+//! awslogs; roles and tags; awsvpc on EC2 or Fargate; either proxy and redirect, with or without
+//! `--xray`): injecting twice equals injecting once, and eject(inject(x)) gives back x with
 //! every field. Checked on the API shape, through whole documents (parse → inject → render),
 //! and on the same definition as a CloudFormation template.
 
@@ -50,6 +51,8 @@ struct Generated {
     containers: Vec<Container>,
     proxy: ProxyKind,
     proxy_init: bool,
+    /// `--xray`: the X-Ray daemon sidecar and the proxy's tracing.
+    xray: bool,
 }
 
 fn image() -> impl Strategy<Value = String> {
@@ -127,9 +130,10 @@ fn generated() -> impl Strategy<Value = Generated> {
         vec(container(), 1..=5),
         prop::sample::select(vec![ProxyKind::Agent, ProxyKind::Envoy]),
         any::<bool>(),
+        any::<bool>(),
     )
         .prop_map(
-            |(family, fargate, roles, tags, containers, proxy, proxy_init)| Generated {
+            |(family, fargate, roles, tags, containers, proxy, proxy_init, xray)| Generated {
                 family,
                 fargate,
                 roles,
@@ -138,6 +142,7 @@ fn generated() -> impl Strategy<Value = Generated> {
                 proxy,
                 // NET_ADMIN (proxy-init) is refused on Fargate.
                 proxy_init: proxy_init && fargate.is_none(),
+                xray,
             },
         )
 }
@@ -312,6 +317,7 @@ fn options(g: &Generated) -> InjectOptions {
         } else {
             Redirect::Ecs
         },
+        xray: g.xray,
         ..InjectOptions::default()
     }
 }

@@ -726,3 +726,311 @@ fn malformed_taskmesh_metadata_is_refused_by_inject_only() {
     let doc = Document::from_value(taskmesh::Format::CfnJson, t, "t.json");
     assert!(taskmesh::eject_document(&doc, &InjectOptions::default()).is_ok());
 }
+
+fn xray() -> InjectOptions {
+    InjectOptions {
+        xray: true,
+        ..opts()
+    }
+}
+
+fn names(td: &Value) -> Vec<&str> {
+    td["containerDefinitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap_or("?"))
+        .collect()
+}
+
+#[test]
+fn xray_adds_the_daemon_after_the_proxy_as_the_app_mesh_examples_did() {
+    let out = inject_task_definition(&fargate(), &xray(), &loc()).unwrap();
+    let td = out.value;
+    assert_eq!(names(&td), ["web", "taskmesh-agent", "xray-daemon"]);
+    assert_eq!(
+        container(&td, "xray-daemon"),
+        &json!({
+            "name": "xray-daemon",
+            "image": "public.ecr.aws/xray/aws-xray-daemon:latest",
+            "essential": true,
+            "user": "1337",
+            "cpu": 32,
+            "memoryReservation": 256,
+            "portMappings": [{"containerPort": 2000, "protocol": "udp"}],
+            "logConfiguration": {"logDriver": "awslogs", "options": {"awslogs-group": "g"}},
+            "dockerLabels": {"taskmesh.injected": taskmesh::VERSION}
+        })
+    );
+    let agent = container(&td, "taskmesh-agent");
+    assert_eq!(
+        agent["dependsOn"],
+        json!([{"containerName": "xray-daemon", "condition": "START"}])
+    );
+    let env = agent["environment"].as_array().unwrap();
+    assert_eq!(
+        env.last(),
+        Some(&json!({"name": "ENABLE_ENVOY_XRAY_TRACING", "value": "1"}))
+    );
+    assert!(
+        !env.iter().any(|e| e["name"] == "AWS_XRAY_DAEMON_ADDRESS"),
+        "the daemon is on the task's loopback at the default 2000 in awsvpc: {env:?}"
+    );
+    // The app waits for the proxy only; 256/512 still holds web + agent + daemon (224 / 448).
+    assert_eq!(
+        container(&td, "web")["dependsOn"],
+        json!([{"containerName": "taskmesh-agent", "condition": "HEALTHY"}])
+    );
+    assert_eq!(
+        (td["cpu"].clone(), td["memory"].clone()),
+        (json!("256"), json!("512"))
+    );
+    assert!(is_meshed(&td));
+    assert!(
+        check_task_definition(&td, &loc()).is_empty(),
+        "{:#?}",
+        check_task_definition(&td, &loc())
+    );
+    // Idempotent, and eject gives the input back.
+    let again = inject_task_definition(&td, &xray(), &loc()).unwrap().value;
+    assert_eq!(again, td);
+    assert_eq!(eject_task_definition(&td, &loc()).unwrap(), fargate());
+    // Dropping --xray removes the daemon taskmesh added, and only the tracing wiring.
+    let without = inject_task_definition(&td, &opts(), &loc()).unwrap().value;
+    assert_eq!(
+        without,
+        inject_task_definition(&fargate(), &opts(), &loc())
+            .unwrap()
+            .value
+    );
+}
+
+#[test]
+fn xray_daemon_counts_in_the_fargate_size_and_the_resize_is_undone() {
+    let mut td = fargate();
+    td["containerDefinitions"][0]["memory"] = json!(256);
+    // Without the daemon, 256 + 64 MiB fit 512.
+    let plain = inject_task_definition(&td, &opts(), &loc()).unwrap();
+    assert_eq!(plain.value["memory"], "512");
+    // With it, 576 MiB do not: --no-resize refuses naming the daemon, resize picks 256/1024.
+    let e = err(
+        &td,
+        &InjectOptions {
+            resize: false,
+            ..xray()
+        },
+    );
+    let m = e.to_string();
+    assert!(
+        m.contains(
+            "the containers plus the proxy and the X-Ray daemon need 224 CPU units and 576 MiB"
+        ) && m.contains("Fix:"),
+        "{m}"
+    );
+    let out = inject_task_definition(&td, &xray(), &loc()).unwrap();
+    assert_eq!(
+        (out.value["cpu"].clone(), out.value["memory"].clone()),
+        (json!("256"), json!("1024"))
+    );
+    assert!(
+        out.notes
+            .iter()
+            .any(|n| n.message.contains("plus the proxy and the X-Ray daemon")),
+        "{:?}",
+        out.notes
+    );
+    assert_eq!(
+        container(&out.value, "taskmesh-agent")["dockerLabels"]["taskmesh.original-memory"],
+        "512"
+    );
+    assert_eq!(eject_task_definition(&out.value, &loc()).unwrap(), td);
+}
+
+/// A task that already runs a daemon on 2001/udp, named `tracing`.
+fn with_own_daemon(user: Option<&str>) -> Value {
+    let mut td = ec2();
+    let mut daemon = json!({"name": "tracing", "image": "amazon/aws-xray-daemon:3.x", "memoryReservation": 64,
+        "command": ["-b", "0.0.0.0:2001"], "portMappings": [{"containerPort": 2001, "protocol": "udp"}]});
+    if let Some(u) = user {
+        daemon["user"] = json!(u);
+    }
+    td["containerDefinitions"]
+        .as_array_mut()
+        .unwrap()
+        .push(daemon);
+    td
+}
+
+#[test]
+fn xray_reuses_the_tasks_own_daemon_and_its_port() {
+    let td = with_own_daemon(Some("1337"));
+    let out = inject_task_definition(&td, &xray(), &loc()).unwrap().value;
+    assert_eq!(names(&out), ["app", "tracing", "taskmesh-agent"]);
+    assert_eq!(container(&out, "tracing"), &td["containerDefinitions"][1]);
+    let agent = container(&out, "taskmesh-agent");
+    assert_eq!(
+        agent["dependsOn"],
+        json!([{"containerName": "tracing", "condition": "START"}])
+    );
+    let env = agent["environment"].as_array().unwrap();
+    assert!(env.contains(&json!({"name": "ENABLE_ENVOY_XRAY_TRACING", "value": "1"})));
+    assert!(env.contains(&json!({"name": "AWS_XRAY_DAEMON_ADDRESS", "value": "127.0.0.1:2001"})));
+    assert!(check_task_definition(&out, &loc()).is_empty());
+    assert_eq!(eject_task_definition(&out, &loc()).unwrap(), td);
+
+    // The App Mesh Envoy is told the port its own way.
+    let envoy = InjectOptions {
+        proxy: ProxyKind::Envoy,
+        config: None,
+        ..xray()
+    };
+    let out = inject_task_definition(&td, &envoy, &loc()).unwrap().value;
+    let env = container(&out, "envoy")["environment"].clone();
+    assert_eq!(
+        env,
+        json!([
+            {"name": "APPMESH_RESOURCE_ARN", "value": "mesh/colorapp/virtualNode/worker"},
+            {"name": "ENABLE_ENVOY_XRAY_TRACING", "value": "1"},
+            {"name": "XRAY_DAEMON_PORT", "value": "2001"}
+        ])
+    );
+    assert_eq!(
+        container(&out, "envoy")["dependsOn"],
+        json!([{"containerName": "tracing", "condition": "START"}])
+    );
+}
+
+#[test]
+fn xray_daemon_not_running_as_the_ignored_uid_waits_for_the_proxy_instead() {
+    let td = with_own_daemon(None);
+    let out = inject_task_definition(&td, &xray(), &loc()).unwrap();
+    assert!(
+        out.notes.iter().any(|n| n
+            .to_string()
+            .contains("container 'tracing': field user: --xray: the task's X-Ray daemon does not run as the ignored UID")),
+        "{:?}",
+        out.notes
+    );
+    let v = &out.value;
+    assert!(container(v, "taskmesh-agent").get("dependsOn").is_none());
+    assert_eq!(
+        container(v, "tracing")["dependsOn"],
+        json!([{"containerName": "taskmesh-agent", "condition": "HEALTHY"}])
+    );
+    assert!(check_task_definition(v, &loc()).is_empty());
+    assert_eq!(eject_task_definition(v, &loc()).unwrap(), td);
+}
+
+#[test]
+fn xray_with_proxy_init_and_the_container_limit() {
+    let o = InjectOptions {
+        redirect: Redirect::ProxyInit,
+        ..xray()
+    };
+    let out = inject_task_definition(&ec2(), &o, &loc()).unwrap().value;
+    assert_eq!(
+        names(&out),
+        [
+            "app",
+            "taskmesh-agent",
+            "taskmesh-proxy-init",
+            "xray-daemon"
+        ]
+    );
+    assert!(is_meshed(&out));
+    assert!(check_task_definition(&out, &loc()).is_empty());
+    assert_eq!(eject_task_definition(&out, &loc()).unwrap(), ec2());
+
+    // 9 containers: the proxy fits, the proxy and an added daemon do not...
+    let mut nine = ec2();
+    for i in 1..9 {
+        nine["containerDefinitions"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"name": format!("side{i}"), "image": "busybox", "memory": 16}));
+    }
+    assert!(inject_task_definition(&nine, &opts(), &loc()).is_ok());
+    let m = err(&nine, &xray()).to_string();
+    assert!(
+        m.contains("11 containers with the proxy and the X-Ray daemon")
+            && m.contains("limit of 10"),
+        "{m}"
+    );
+    // ...but reusing the task's own daemon adds nothing.
+    nine["containerDefinitions"][8]["image"] = json!("public.ecr.aws/xray/aws-xray-daemon");
+    nine["containerDefinitions"][8]["user"] = json!("1337");
+    let out = inject_task_definition(&nine, &xray(), &loc())
+        .unwrap()
+        .value;
+    assert_eq!(names(&out).len(), 10);
+    assert_eq!(
+        container(&out, "taskmesh-agent")["dependsOn"],
+        json!([{"containerName": "side8", "condition": "START"}])
+    );
+}
+
+#[test]
+fn xray_image_overrides_and_needs_xray() {
+    let o = InjectOptions {
+        xray_image: Some("111122223333.dkr.ecr.us-east-1.amazonaws.com/xray:3.3.14".into()),
+        ..opts()
+    };
+    let e = err(&ec2(), &o);
+    assert_eq!(e.exit_code(), 2);
+    assert!(e.to_string().contains("pass --xray too"), "{e}");
+    let out = inject_task_definition(&ec2(), &InjectOptions { xray: true, ..o }, &loc())
+        .unwrap()
+        .value;
+    assert_eq!(
+        container(&out, "xray-daemon")["image"],
+        "111122223333.dkr.ecr.us-east-1.amazonaws.com/xray:3.3.14"
+    );
+}
+
+#[test]
+fn xray_in_cloudformation_properties_uses_pascal_case() {
+    let props = json!({
+        "Family": "web", "NetworkMode": "awsvpc", "Memory": "1024",
+        "ContainerDefinitions": [{"Name": "app", "Image": {"Ref": "AppImage"},
+            "PortMappings": [{"ContainerPort": 8080}],
+            "LogConfiguration": {"LogDriver": "awslogs", "Options": {"awslogs-group": {"Ref": "Logs"}}}}]
+    });
+    let (out, _) = inject_cfn_task_definition_properties(&props, "TaskDef", &xray()).unwrap();
+    let list = out["ContainerDefinitions"].as_array().unwrap();
+    let daemon = list.iter().find(|c| c["Name"] == "xray-daemon").unwrap();
+    assert_eq!(
+        daemon["PortMappings"],
+        json!([{"ContainerPort": 2000, "Protocol": "udp"}])
+    );
+    assert_eq!(
+        daemon["LogConfiguration"],
+        props["ContainerDefinitions"][0]["LogConfiguration"]
+    );
+    let agent = list.iter().find(|c| c["Name"] == "taskmesh-agent").unwrap();
+    assert_eq!(
+        agent["DependsOn"],
+        json!([{"ContainerName": "xray-daemon", "Condition": "START"}])
+    );
+}
+
+#[test]
+fn is_meshed_and_check_do_not_take_the_daemon_for_the_proxy() {
+    let mut td = inject_task_definition(&ec2(), &xray(), &loc())
+        .unwrap()
+        .value;
+    // The added daemon first: still the agent is the proxy.
+    let list = td["containerDefinitions"].as_array_mut().unwrap();
+    let daemon = list.pop().unwrap();
+    list.insert(0, daemon);
+    assert!(is_meshed(&td));
+    assert!(check_task_definition(&td, &loc()).is_empty());
+    // Tracing on, daemon gone: check says so.
+    td["containerDefinitions"].as_array_mut().unwrap().remove(0);
+    let f = check_task_definition(&td, &loc());
+    assert!(
+        f.iter().any(|x| x.to_string().contains(
+            "container 'taskmesh-agent': field environment: ENABLE_ENVOY_XRAY_TRACING is on but the task runs no X-Ray daemon"
+        )),
+        "{f:#?}"
+    );
+}
