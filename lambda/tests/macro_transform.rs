@@ -253,3 +253,27 @@ fn xray_parameters_add_the_daemon_sidecar() {
         failure(&lone)
     );
 }
+
+#[test]
+fn every_macro_parameter_and_resource_property_is_documented() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/deploy.md");
+    let doc =
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    let macro_section = doc
+        .split("## 3. The `TaskMesh` macro")
+        .nth(1)
+        .and_then(|rest| rest.split("\n## ").next())
+        .expect("docs/deploy.md has the macro section");
+    for p in taskmesh_lambda::macro_transform::PARAMETERS {
+        assert!(
+            macro_section.contains(&format!("`{p}`")),
+            "macro parameter {p} is not documented in docs/deploy.md §3"
+        );
+    }
+    for p in taskmesh_lambda::custom_resource::properties::KNOWN_PROPERTIES {
+        assert!(
+            doc.contains(p),
+            "Custom::MeshTaskDefinition property {p} is not documented in docs/deploy.md"
+        );
+    }
+}
