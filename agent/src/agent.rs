@@ -148,6 +148,13 @@ impl Agent {
             addr(&admin, "admin")?,
         );
 
+        let resolver =
+            Resolver::default().with_cloud_map(crate::discovery::cloudmap::CloudMapSettings {
+                endpoint: settings.cloudmap_endpoint.clone().filter(|e| !e.is_empty()),
+                refresh: Some(Duration::from_secs(
+                    settings.cloudmap_refresh_seconds.max(1),
+                )),
+            });
         let shared = Arc::new(Shared {
             pool: UpstreamPool::new(Duration::from_secs(settings.upstream_idle_seconds.max(1))),
             settings,
@@ -156,7 +163,7 @@ impl Agent {
             lifecycle: Lifecycle::new(),
             config: ArcSwapOption::empty(),
             metrics: Arc::new(Metrics::default()),
-            resolver: Resolver::default(),
+            resolver,
             access_log: AccessLog::default(),
             started: Instant::now(),
             last_error: std::sync::Mutex::new(None),

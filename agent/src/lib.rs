@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod proxy;
 pub mod proxy_init;
 pub mod state;
+pub mod tls;
 
 pub use agent::{Agent, AgentHandle, StartError};
 pub use config::settings::Settings;

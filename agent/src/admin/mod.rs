@@ -141,9 +141,13 @@ fn prometheus(shared: &Shared) -> Response<Full<Bytes>> {
          taskmesh_access_log_dropped_total {}\n\
          # HELP taskmesh_dns_refresh_failures_total Background DNS refreshes that failed (the last good answer was kept).\n\
          # TYPE taskmesh_dns_refresh_failures_total counter\n\
-         taskmesh_dns_refresh_failures_total {}\n",
+         taskmesh_dns_refresh_failures_total {}\n\
+         # HELP taskmesh_cloudmap_refresh_failures_total Background Cloud Map refreshes that failed (the last good instances were kept).\n\
+         # TYPE taskmesh_cloudmap_refresh_failures_total counter\n\
+         taskmesh_cloudmap_refresh_failures_total {}\n",
         shared.access_log.dropped(),
         shared.resolver.refresh_failures(),
+        shared.resolver.cloud_map().refresh_failures(),
     );
     respond(StatusCode::OK, "text/plain; version=0.0.4", text)
 }

@@ -36,6 +36,8 @@ pub struct ActiveConfig {
     pub access_log_path: Option<Arc<str>>,
     /// Connection-pool limits of this node's listeners (ingress), by port.
     pub ingress_limits: HashMap<u16, Arc<PoolLimit>>,
+    /// Listener TLS and backend client TLS of this node (certificates loaded from files).
+    pub tls: crate::tls::TlsState,
     /// Per (route, target) metric handles, filled lazily, so the hot path never builds labels.
     stats: RwLock<HashMap<(usize, usize), Arc<RouteStats>>>,
 }
@@ -46,6 +48,9 @@ pub enum RejectError {
     /// Parse or validation failure.
     #[error("mesh document rejected: {0}")]
     Document(#[from] taskmesh_mesh::DocumentError),
+    /// TLS material that cannot be used (ACM/SDS source, unreadable or invalid PEM files).
+    #[error("mesh document rejected: {0}")]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 impl ActiveConfig {
@@ -58,6 +63,7 @@ impl ActiveConfig {
     ) -> Result<ActiveConfig, RejectError> {
         let doc = MeshDocument::from_slice(bytes)?;
         let table = RouteTable::compile(&doc, node)?;
+        let tls = crate::tls::TlsState::build(&doc, &table, crate::tls::client::POOL_IDLE)?;
         let document = doc.to_json_value();
         let access_log_path = access_log_path(&document, &node.node);
         let ingress_limits = table
@@ -78,6 +84,7 @@ impl ActiveConfig {
             .collect();
         Ok(ActiveConfig {
             ingress_limits,
+            tls,
             table,
             document,
             version,

@@ -125,6 +125,19 @@ pub struct Settings {
         default_value_t = 60
     )]
     pub upstream_idle_seconds: u64,
+
+    /// Cloud Map API endpoint override (e.g. a local moto server); the `data-` host prefix of
+    /// DiscoverInstances is not added to it.
+    #[arg(long = "cloudmap-endpoint", env = "TASKMESH_CLOUDMAP_ENDPOINT")]
+    pub cloudmap_endpoint: Option<String>,
+
+    /// How often Cloud Map instances are re-read, in seconds.
+    #[arg(
+        long = "cloudmap-refresh-seconds",
+        env = "TASKMESH_CLOUDMAP_REFRESH_SECONDS",
+        default_value_t = 10
+    )]
+    pub cloudmap_refresh_seconds: u64,
 }
 
 impl Settings {
@@ -149,6 +162,8 @@ impl Settings {
             max_headers: 100,
             client_timeout_seconds: 30,
             upstream_idle_seconds: 60,
+            cloudmap_endpoint: None,
+            cloudmap_refresh_seconds: 10,
         }
     }
 

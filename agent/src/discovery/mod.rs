@@ -5,8 +5,10 @@
 //! live [`HOSTS_TTL`]. An expired answer is still served while one background refresh runs; a
 //! failed refresh keeps the last good answer, is counted ([`Resolver::refresh_failures`]) and
 //! retried after [`MIN_TTL`]. IP literals and `localhost` never touch DNS. Cloud Map targets
-//! resolve through their private DNS name `<service>.<namespace>`, which is what Cloud Map DNS
-//! namespaces publish.
+//! are looked up with the Cloud Map API (`cloudmap.rs`: DiscoverInstances, attribute filters,
+//! periodic refresh), not DNS, so HTTP namespaces and attribute filters work as in App Mesh.
+
+pub mod cloudmap;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -24,6 +26,8 @@ use hickory_resolver::proto::op::Query;
 use hickory_resolver::proto::rr::{Name, RData, RecordType};
 use hickory_resolver::{Hosts, TokioResolver};
 use taskmesh_mesh::{Discovery, DnsResponseType};
+
+use cloudmap::{CloudMap, CloudMapSettings};
 
 /// Shortest time an answer is cached (also the retry delay after a failed refresh).
 pub const MIN_TTL: Duration = Duration::from_secs(1);
@@ -85,6 +89,7 @@ struct Inner {
 #[derive(Clone)]
 pub struct Resolver {
     inner: Arc<Inner>,
+    cloud_map: CloudMap,
 }
 
 impl Default for Resolver {
@@ -113,7 +118,19 @@ impl Resolver {
                 cache: RwLock::new(HashMap::new()),
                 refresh_failures: AtomicU64::new(0),
             }),
+            cloud_map: CloudMap::new(CloudMapSettings::default()),
         }
+    }
+
+    /// This resolver with Cloud Map looked up as `settings` say (endpoint override, refresh).
+    pub fn with_cloud_map(mut self, settings: CloudMapSettings) -> Resolver {
+        self.cloud_map = CloudMap::new(settings);
+        self
+    }
+
+    /// The Cloud Map instance cache.
+    pub fn cloud_map(&self) -> &CloudMap {
+        &self.cloud_map
     }
 
     /// Background refreshes that failed (the last good answer was kept).
@@ -138,13 +155,14 @@ impl Resolver {
                     .map(|ip| SocketAddr::new(ip, port))
             }
             Discovery::CloudMap {
-                namespace, service, ..
-            } => {
-                let name = format!("{service}.{namespace}");
-                self.pick(&name, true)
-                    .await
-                    .map(|ip| SocketAddr::new(ip, port))
-            }
+                namespace,
+                service,
+                attributes,
+            } => self
+                .cloud_map
+                .pick(namespace, service, attributes)
+                .await
+                .map(|ip| SocketAddr::new(ip, port)),
             Discovery::None => Err(DiscoveryError::NoDiscovery),
         }
     }

@@ -126,6 +126,8 @@ struct Decision<'t> {
     h2: bool,
     /// Where retries look for another endpoint (routed targets only).
     retry_target: Option<(&'t taskmesh_mesh::Discovery, u16)>,
+    /// The backend's client TLS policy, when it applies to the target port.
+    tls: Option<Arc<crate::tls::client::ClientPolicy>>,
 }
 
 async fn handle(conn: &Conn, mut req: Request<Incoming>) -> Response<ProxyBody> {
@@ -261,7 +263,12 @@ async fn attempts(
     let mut req = req.map(Either::Left);
     let mut attempt = 0u32;
     loop {
-        let send = shared.pool.send(req, d.h2);
+        let send = async {
+            match &d.tls {
+                Some(tls) => tls.send(req, d.h2).await,
+                None => shared.pool.send(req, d.h2).await,
+            }
+        };
         let result = match per_try {
             Some(t) => tokio::time::timeout(t, send).await.ok(),
             None => Some(send.await),
@@ -285,17 +292,15 @@ async fn attempts(
             Some(Err(e)) if e.is_connect() => {
                 d.stats.connect_failure();
                 tracing::warn!(error = %e, attempt, "upstream connect failure");
+                let msg = if e.is_tls() {
+                    "upstream connect error: TLS handshake failed\n"
+                } else {
+                    "upstream connect error\n"
+                };
                 if !(can_retry && policy.is_some_and(|p| p.on_connect_failure)) {
-                    return (
-                        local_response(StatusCode::SERVICE_UNAVAILABLE, "upstream connect error\n"),
-                        "UF",
-                    );
+                    return (local_response(StatusCode::SERVICE_UNAVAILABLE, msg), "UF");
                 }
-                (
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "upstream connect error\n",
-                    "UF",
-                )
+                (StatusCode::SERVICE_UNAVAILABLE, msg, "UF")
             }
             Some(Err(e)) => {
                 tracing::warn!(error = %e, attempt, "upstream request failed");
@@ -403,6 +408,7 @@ async fn decide<'t>(
                         .map_or(target.protocol, |l| l.protocol),
                 ),
                 retry_target: Some((&target.discovery, port)),
+                tls: cfg.tls.client(m.virtual_service, port).cloned(),
             }
         }
         HttpRouting::NoRoute { virtual_service } => Decision {
@@ -421,6 +427,7 @@ async fn decide<'t>(
             retry_policy: None,
             h2: false,
             retry_target: None,
+            tls: None,
         },
         HttpRouting::UnknownDestination => {
             let host = host_only(authority);
@@ -462,6 +469,7 @@ async fn decide<'t>(
                 retry_policy: None,
                 h2: false,
                 retry_target: None,
+                tls: None,
             }
         }
     }

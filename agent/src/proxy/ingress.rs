@@ -66,6 +66,15 @@ pub async fn serve_connection(
         // No document yet: only pass through what is clearly not HTTP.
         None => super::sniff_http(&stream, Duration::from_millis(300)).await != Some(true),
     };
+    // Listener TLS (STRICT / PERMISSIVE) is terminated here, before HTTP or TCP handling.
+    let tls = cfg.as_ref().and_then(|c| c.tls.listener(port).cloned());
+    let stream = match crate::tls::server::accept(tls.as_deref(), stream).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(%peer, port, error = %e, "ingress TLS: connection refused");
+            return;
+        }
+    };
     let limit = cfg
         .as_ref()
         .and_then(|c| c.ingress_limits.get(&port).cloned());

@@ -89,8 +89,9 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, direction: Direct
 
 /// Serves HTTP/1 on `stream` with `handler`, shutting the connection down gracefully (after the
 /// request in flight) when the agent drains.
-pub async fn serve_http<F, Fut>(shared: &Shared, stream: TcpStream, builder: &Server, handler: F)
+pub async fn serve_http<S, F, Fut>(shared: &Shared, stream: S, builder: &Server, handler: F)
 where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     F: Fn(http::Request<Incoming>) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = Response<ProxyBody>> + Send + 'static,
 {

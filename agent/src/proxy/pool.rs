@@ -33,12 +33,31 @@ pub enum UpstreamError {
         /// The client error.
         source: hyper_util::client::legacy::Error,
     },
+    /// The TLS handshake towards a backend with a client TLS policy failed (untrusted or
+    /// mismatched server certificate, client certificate refused, …).
+    #[error("TLS to {addr} for virtual service {virtual_service} failed: {why}")]
+    Tls {
+        /// The upstream.
+        addr: String,
+        /// The backend virtual service whose client policy applied.
+        virtual_service: String,
+        /// What rustls said.
+        why: String,
+    },
 }
 
 impl UpstreamError {
-    /// Whether the connection could not be established.
+    /// Whether the connection could not be established (TLS handshake failures included).
     pub fn is_connect(&self) -> bool {
-        matches!(self, UpstreamError::Connect { .. })
+        matches!(
+            self,
+            UpstreamError::Connect { .. } | UpstreamError::Tls { .. }
+        )
+    }
+
+    /// Whether the TLS handshake failed.
+    pub fn is_tls(&self) -> bool {
+        matches!(self, UpstreamError::Tls { .. })
     }
 }
 
