@@ -17,7 +17,7 @@ use rcgen::{
     KeyPair, KeyUsagePurpose,
 };
 use serde_json::{Value, json};
-use support::{HttpClient, admin_get, eventually, http_backend, write_atomic};
+use support::{HttpClient, admin_get, eventually, http_backend, tcp_echo_backend, write_atomic};
 use taskmesh_agent::config::ActiveConfig;
 use taskmesh_agent::{Agent, AgentHandle};
 use taskmesh_mesh::NodeRef;
@@ -457,5 +457,72 @@ async fn an_acm_document_is_rejected_and_the_last_good_one_keeps_serving() {
     assert!(
         !stats.contains("taskmesh_config_reloads_total{result=\"rejected\"} 0"),
         "{stats}"
+    );
+}
+
+/// tcpRoute targets: the client side's TLS around the byte stream (`ClientPolicy::forward_tcp`,
+/// what egress uses for a redirected TCP connection) against a server agent whose TCP
+/// listener is STRICT with client validation, in front of a TCP echo app.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tcp_listener_tls_and_tcp_client_tls() {
+    let pki = Pki::new();
+    let echo = tcp_echo_backend("echo: ").await;
+    let port = echo.port();
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    let policy = client_policy(&pki.ca, Some(&pki.client), None);
+    let text = doc(port, Some(strict_mtls(&pki)), Some(policy), &log)
+        .replace("\"protocol\": \"http\"", "\"protocol\": \"tcp\"");
+    let world = support::World::new(&text);
+    let mut s = world.settings("server");
+    s.listen_addr = "127.0.0.2".parse().unwrap();
+    s.ingress_port = port;
+    let server = Agent::start(s).await.expect("server agent starts");
+    assert!(server.wait_live(Duration::from_secs(10)).await);
+    let ingress = SocketAddr::new("127.0.0.2".parse().unwrap(), port);
+
+    let client = NodeRef::parse("mesh/m/virtualNode/client").unwrap();
+    let cfg = ActiveConfig::compile(text.as_bytes(), &client, "v".into(), "t".into()).unwrap();
+    let tls = cfg
+        .tls
+        .client("server.m.local", port)
+        .expect("the enforced policy covers the port")
+        .clone();
+    let (mut app_side, proxy_side) = tokio::io::duplex(4096);
+    let forward = tokio::spawn(async move { tls.forward_tcp(proxy_side, ingress).await });
+    app_side.write_all(b"ping").await.unwrap();
+    let mut got = vec![0u8; "echo: ping".len()];
+    tokio::time::timeout(Duration::from_secs(10), app_side.read_exact(&mut got))
+        .await
+        .expect("echo in time")
+        .unwrap();
+    assert_eq!(got, b"echo: ping");
+    drop(app_side);
+    let _ = forward.await;
+
+    // Plaintext to the STRICT TCP listener is closed before reaching the app.
+    let mut plain = tokio::net::TcpStream::connect(ingress).await.unwrap();
+    let _ = plain.write_all(b"ping").await;
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), plain.read_to_end(&mut out)).await;
+    assert!(out.is_empty(), "{:?}", String::from_utf8_lossy(&out));
+
+    // A client policy trusting another CA fails the handshake, naming the virtual service.
+    let wrong = client_policy(&pki.other_ca, Some(&pki.client), None);
+    let text = doc(port, None, Some(wrong), &log)
+        .replace("\"protocol\": \"http\"", "\"protocol\": \"tcp\"");
+    let cfg = ActiveConfig::compile(text.as_bytes(), &client, "v".into(), "t".into()).unwrap();
+    let (_app_side, proxy_side) = tokio::io::duplex(4096);
+    let err = cfg
+        .tls
+        .client("server.m.local", port)
+        .unwrap()
+        .forward_tcp(proxy_side, ingress)
+        .await
+        .expect_err("untrusted server certificate");
+    assert!(
+        err.to_string()
+            .contains("for virtual service server.m.local failed"),
+        "{err}"
     );
 }

@@ -53,13 +53,19 @@ pub async fn serve_connection(
             stats.request();
             let start = Instant::now();
             match shared.resolver.endpoint(&target.discovery, port).await {
-                Ok(up) => match tcp::forward(stream, up).await {
-                    Ok(_) => stats.response(200, start.elapsed()),
-                    Err(e) => {
-                        stats.connect_failure();
-                        tracing::warn!(upstream = %up, error = %e, "tcp route forwarding failed");
+                Ok(up) => {
+                    let forwarded = match cfg.tls.client(m.virtual_service, port) {
+                        Some(tls) => tls.forward_tcp(stream, up).await,
+                        None => tcp::forward(stream, up).await,
+                    };
+                    match forwarded {
+                        Ok(_) => stats.response(200, start.elapsed()),
+                        Err(e) => {
+                            stats.connect_failure();
+                            tracing::warn!(upstream = %up, error = %e, "tcp route forwarding failed");
+                        }
                     }
-                },
+                }
                 Err(e) => tracing::warn!(target_node = &*target.name, error = %e, "no endpoint"),
             }
             return;

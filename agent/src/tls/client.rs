@@ -3,8 +3,10 @@
 //! upstream connection is TLS, verified against `validation.trust.file.certificateChain` and
 //! the names in `validation.subjectAlternativeNames.match.exact` (none given: the virtual
 //! service name), presenting `certificate.file` as the client certificate when set (mTLS).
-//! These connections have their own keep-alive pools, apart from plaintext ones.
+//! These connections have their own keep-alive pools, apart from plaintext ones; tcpRoute
+//! targets get the same TLS around their byte stream.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,6 +23,8 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
 use taskmesh_mesh::model::{ClientPolicyTls, ClientTlsCertificate};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
 
 use super::{Origin, TlsError, Watched};
 use crate::proxy::pool::{CONNECT_TIMEOUT, UpstreamBody, UpstreamError};
@@ -37,10 +41,13 @@ pub struct ClientPolicy {
     clients: Watched<Clients>,
 }
 
-/// HTTP/1.1 and HTTP/2 pools over one rustls client config.
+/// HTTP/1.1 and HTTP/2 pools over one rustls client config, and that config (no ALPN) for
+/// opaque TCP (tcpRoute targets).
 struct Clients {
     h1: TlsClient,
     h2: TlsClient,
+    tcp: Arc<ClientConfig>,
+    name: ServerName<'static>,
 }
 
 impl ClientPolicy {
@@ -180,6 +187,36 @@ impl ClientPolicy {
     }
 }
 
+impl ClientPolicy {
+    /// Forwards an opaque TCP stream (a tcpRoute target) to `upstream` over TLS, verified as
+    /// for HTTP. Returns bytes (down->up, up->down); a handshake failure is an error naming the
+    /// virtual service.
+    pub async fn forward_tcp<S: AsyncRead + AsyncWrite + Unpin>(
+        &self,
+        mut downstream: S,
+        upstream: SocketAddr,
+    ) -> std::io::Result<(u64, u64)> {
+        let clients = self.clients.get();
+        let tcp = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(upstream))
+            .await
+            .map_err(|_| {
+                std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out")
+            })??;
+        let _ = tcp.set_nodelay(true);
+        let mut tls = tokio_rustls::TlsConnector::from(clients.tcp.clone())
+            .connect(clients.name.clone(), tcp)
+            .await
+            .map_err(|e| {
+                let why = tls_cause(&e).map_or_else(|| e.to_string(), |r| r.to_string());
+                std::io::Error::other(format!(
+                    "TLS to {upstream} for virtual service {} failed: {why}",
+                    self.virtual_service
+                ))
+            })?;
+        tokio::io::copy_bidirectional(&mut downstream, &mut tls).await
+    }
+}
+
 impl Clients {
     fn new(config: ClientConfig, name: ServerName<'static>, idle: Duration) -> Clients {
         let connector = |alpn: &[&[u8]]| {
@@ -210,7 +247,12 @@ impl Clients {
             .http2_keep_alive_interval(Duration::from_secs(30))
             .set_host(false)
             .build(connector(&[b"h2"]));
-        Clients { h1, h2 }
+        Clients {
+            h1,
+            h2,
+            tcp: Arc::new(config),
+            name,
+        }
     }
 }
 
