@@ -18,7 +18,7 @@
 //! any endpoint. The default AWS endpoint keeps the prefix.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
@@ -54,12 +54,17 @@ pub struct CloudMapSettings {
     pub refresh: Option<Duration>,
 }
 
+/// `(port, addresses, sockets)`: the sockets of `addresses` on `port`.
+type SocketsFor = (u16, Arc<Vec<IpAddr>>, Arc<[SocketAddr]>);
+
 /// Which instances: namespace, service and attribute filter.
 type Key = (Box<str>, Box<str>, Vec<(Box<str>, Box<str>)>);
 
 /// The instance list of one service.
 struct Entry {
     addrs: ArcSwapOption<Vec<IpAddr>>,
+    /// Socket lists already built, per port, with the address list they were built from.
+    sockets: Mutex<Vec<SocketsFor>>,
     first: tokio::sync::Mutex<()>,
     next: AtomicUsize,
 }
@@ -115,13 +120,26 @@ impl CloudMap {
     ) -> Result<IpAddr, DiscoveryError> {
         let (addrs, entry) = self.entry(namespace, service, attributes).await?;
         if addrs.is_empty() {
-            return Err(DiscoveryError::Resolve {
-                host: format!("cloudmap:{namespace}/{service}"),
-                why: "Cloud Map lists no instance with an AWS_INSTANCE_IPV4/IPV6 address".into(),
-            });
+            return Err(no_instances(namespace, service));
         }
         let i = entry.next.fetch_add(1, Ordering::Relaxed) % addrs.len();
         Ok(addrs[i])
+    }
+
+    /// Every instance of the service on `port` (IPv4 first), for load balancing. The list is
+    /// built once per port and instance set, so repeated calls only clone an `Arc`.
+    pub async fn endpoints(
+        &self,
+        namespace: &str,
+        service: &str,
+        attributes: &[(Box<str>, Box<str>)],
+        port: u16,
+    ) -> Result<Arc<[SocketAddr]>, DiscoveryError> {
+        let (addrs, entry) = self.entry(namespace, service, attributes).await?;
+        if addrs.is_empty() {
+            return Err(no_instances(namespace, service));
+        }
+        Ok(entry.sockets_on(&addrs, port))
     }
 
     async fn entry(
@@ -142,6 +160,7 @@ impl CloudMap {
                 .or_insert_with(|| {
                     Arc::new(Entry {
                         addrs: ArcSwapOption::empty(),
+                        sockets: Mutex::new(Vec::new()),
                         first: tokio::sync::Mutex::new(()),
                         next: AtomicUsize::new(0),
                     })
@@ -190,6 +209,35 @@ impl CloudMap {
                 }
             }
         });
+    }
+}
+
+impl Entry {
+    /// The sockets of `addrs` on `port`, from the per-port cache when `addrs` is still the
+    /// list they were built from.
+    fn sockets_on(&self, addrs: &Arc<Vec<IpAddr>>, port: u16) -> Arc<[SocketAddr]> {
+        let build =
+            || -> Arc<[SocketAddr]> { addrs.iter().map(|ip| SocketAddr::new(*ip, port)).collect() };
+        let Ok(mut cache) = self.sockets.lock() else {
+            return build();
+        };
+        if let Some((_, _, s)) = cache
+            .iter()
+            .find(|(p, a, _)| *p == port && Arc::ptr_eq(a, addrs))
+        {
+            return s.clone();
+        }
+        let s = build();
+        cache.retain(|(p, a, _)| *p != port && Arc::ptr_eq(a, addrs));
+        cache.push((port, addrs.clone(), s.clone()));
+        s
+    }
+}
+
+fn no_instances(namespace: &str, service: &str) -> DiscoveryError {
+    DiscoveryError::Resolve {
+        host: format!("cloudmap:{namespace}/{service}"),
+        why: "Cloud Map lists no instance with an AWS_INSTANCE_IPV4/IPV6 address".into(),
     }
 }
 
@@ -360,6 +408,40 @@ mod tests {
         );
         let local = uri_called(Some("http://localhost:5055")).await;
         assert!(local.starts_with("http://localhost:5055"), "{local}");
+    }
+
+    #[test]
+    fn sockets_are_built_once_per_port_and_instance_set() {
+        let entry = Entry {
+            addrs: ArcSwapOption::empty(),
+            sockets: Mutex::new(Vec::new()),
+            first: tokio::sync::Mutex::new(()),
+            next: AtomicUsize::new(0),
+        };
+        let a = Arc::new(vec![
+            "10.0.0.1".parse::<IpAddr>().unwrap(),
+            "fd00::1".parse().unwrap(),
+        ]);
+        let s1 = entry.sockets_on(&a, 8080);
+        assert_eq!(
+            &*s1,
+            &[
+                "10.0.0.1:8080".parse::<SocketAddr>().unwrap(),
+                "[fd00::1]:8080".parse().unwrap()
+            ]
+        );
+        assert!(Arc::ptr_eq(&s1, &entry.sockets_on(&a, 8080)));
+        let s2 = entry.sockets_on(&a, 9090);
+        assert_eq!(s2[0], "10.0.0.1:9090".parse::<SocketAddr>().unwrap());
+        assert!(
+            Arc::ptr_eq(&s1, &entry.sockets_on(&a, 8080)),
+            "ports kept apart"
+        );
+        // A refreshed instance list (a new Arc) gets new sockets, old ones are dropped.
+        let b = Arc::new(vec!["10.0.0.2".parse::<IpAddr>().unwrap()]);
+        let s3 = entry.sockets_on(&b, 8080);
+        assert_eq!(&*s3, &["10.0.0.2:8080".parse::<SocketAddr>().unwrap()]);
+        assert_eq!(entry.sockets.lock().unwrap().len(), 1);
     }
 
     #[test]
