@@ -526,3 +526,33 @@ async fn tcp_listener_tls_and_tcp_client_tls() {
         "{err}"
     );
 }
+
+/// A PERMISSIVE TCP listener in front of a server-speaks-first app: a plaintext client that
+/// sends nothing still gets the app's greeting (the listener stops waiting for a TLS hello).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn permissive_tcp_listener_serves_server_first_protocols() {
+    let pki = Pki::new();
+    let greeter = tcp_echo_backend("220 smtp ready\r\n").await;
+    let port = greeter.port();
+    let dir = tempfile::tempdir().unwrap();
+    let tls = json!({"mode": "PERMISSIVE",
+        "certificate": {"file": {"certificateChain": Pki::path(&pki.server.0),
+                                 "privateKey": Pki::path(&pki.server.1)}}});
+    let text = doc(port, Some(tls), None, &dir.path().join("access.log"))
+        .replace("\"protocol\": \"http\"", "\"protocol\": \"tcp\"");
+    let world = support::World::new(&text);
+    let mut s = world.settings("server");
+    s.listen_addr = "127.0.0.2".parse().unwrap();
+    s.ingress_port = port;
+    let server = Agent::start(s).await.expect("server agent starts");
+    assert!(server.wait_live(Duration::from_secs(10)).await);
+    let mut c = tokio::net::TcpStream::connect(SocketAddr::new("127.0.0.2".parse().unwrap(), port))
+        .await
+        .unwrap();
+    let mut got = vec![0u8; "220 smtp ready\r\n".len()];
+    tokio::time::timeout(Duration::from_secs(5), c.read_exact(&mut got))
+        .await
+        .expect("greeting without sending first")
+        .unwrap();
+    assert_eq!(got, b"220 smtp ready\r\n");
+}

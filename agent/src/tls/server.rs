@@ -3,7 +3,8 @@
 //! verified against `tls.validation.trust.file.certificateChain` (and, when given, one of
 //! `subjectAlternativeNames.match.exact`) for mTLS. [`accept`] applies the listener's mode:
 //! STRICT takes TLS only, PERMISSIVE takes TLS or plaintext on the same port (the first byte
-//! of a TLS connection is a handshake record, `0x16`), DISABLED never gets here.
+//! of a TLS connection is a handshake record, `0x16`; a TCP listener's client that stays
+//! silent for [`PERMISSIVE_TCP_WAIT`] is plaintext too), DISABLED never gets here.
 
 use std::path::PathBuf;
 use std::pin::Pin;
@@ -24,9 +25,13 @@ use tokio_rustls::server::TlsStream;
 
 use super::{Origin, TlsError, Watched};
 
-/// How long a client may take to finish the TLS handshake (and to send its first byte in
-/// PERMISSIVE mode).
+/// How long a client may take to finish the TLS handshake (and to send its first byte on an
+/// HTTP listener).
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a PERMISSIVE TCP listener waits for the client's first byte before taking the
+/// connection as plaintext (server-speaks-first protocols such as MySQL or SMTP send nothing).
+pub const PERMISSIVE_TCP_WAIT: Duration = Duration::from_millis(300);
 
 /// The first byte of a TLS record carrying a handshake message.
 const TLS_HANDSHAKE_RECORD: u8 = 0x16;
@@ -37,6 +42,8 @@ pub struct ListenerTlsConfig {
     pub mode: TlsMode,
     /// Whether client certificates are required.
     pub mutual: bool,
+    /// How long to wait for the first byte (see [`PERMISSIVE_TCP_WAIT`]).
+    first_byte_wait: Duration,
     config: Watched<ServerConfig>,
 }
 
@@ -109,6 +116,11 @@ impl ListenerTlsConfig {
         Ok(ListenerTlsConfig {
             mode: tls.mode,
             mutual,
+            first_byte_wait: if tls.mode == TlsMode::Permissive && !http {
+                PERMISSIVE_TCP_WAIT
+            } else {
+                HANDSHAKE_TIMEOUT
+            },
             config: Watched::new(what, files, build)?,
         })
     }
@@ -226,10 +238,12 @@ pub async fn accept(
         return Ok(IngressStream::Plain(stream));
     }
     let mut first = [0u8; 1];
-    let n = tokio::time::timeout(HANDSHAKE_TIMEOUT, stream.peek(&mut first))
-        .await
-        .map_err(|_| AcceptError::Timeout)?
-        .map_err(AcceptError::Handshake)?;
+    let n = match tokio::time::timeout(tls.first_byte_wait, stream.peek(&mut first)).await {
+        Ok(r) => r.map_err(AcceptError::Handshake)?,
+        // Silent client on a PERMISSIVE listener: a server-speaks-first plaintext protocol.
+        Err(_) if tls.mode == TlsMode::Permissive => return Ok(IngressStream::Plain(stream)),
+        Err(_) => return Err(AcceptError::Timeout),
+    };
     if n == 0 || first[0] != TLS_HANDSHAKE_RECORD {
         return match tls.mode {
             TlsMode::Strict => Err(AcceptError::PlaintextOnStrict),
