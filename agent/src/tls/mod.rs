@@ -292,12 +292,18 @@ impl TlsState {
 
     /// The TLS config of this node's listener on `port` (absent: plaintext only).
     pub fn listener(&self, port: u16) -> Option<&Arc<server::ListenerTlsConfig>> {
+        if self.listeners.is_empty() {
+            return None;
+        }
         self.listeners.get(&port)
     }
 
     /// The client TLS to use towards `virtual_service` on target port `port`, when its
     /// enforced policy covers that port.
     pub fn client(&self, virtual_service: &str, port: u16) -> Option<&Arc<client::ClientPolicy>> {
+        if self.clients.is_empty() {
+            return None;
+        }
         let c = if virtual_service.bytes().any(|b| b.is_ascii_uppercase()) {
             self.clients
                 .get(virtual_service.to_ascii_lowercase().as_str())
