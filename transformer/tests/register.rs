@@ -375,3 +375,67 @@ fn fields_the_sdk_does_not_model_survive_both_ways() {
     assert_eq!(got.task_definition, described["taskDefinition"]);
     assert_eq!(got.tag("team"), Some("color"));
 }
+
+#[test]
+fn register_with_xray_adds_the_daemon_and_ejects_back() {
+    let moto = MotoServer::start().expect("moto_server");
+    let api = api_at(&moto.endpoint());
+    let rt = runtime();
+    let src = source("colorteller-traced", "awsvpc");
+    let source_td = rt.block_on(api.register_task_definition(&src)).unwrap();
+    let source_arn = source_td["taskDefinitionArn"].as_str().unwrap().to_string();
+    let args = [
+        "--task-definition",
+        "colorteller-traced",
+        "--mesh",
+        "colorapp",
+        "--config",
+        "s3://colorapp/mesh.yaml",
+        "--xray",
+        "--xray-image",
+        "public.ecr.aws/xray/aws-xray-daemon:3.x",
+    ];
+    let (code, stdout, stderr) = taskmesh(&moto, &args);
+    assert_eq!(code, 0, "stderr: {stderr}");
+    let arn = stdout.trim().to_string();
+    let meshed = rt.block_on(api.describe_task_definition(&arn)).unwrap();
+    let td = &meshed.task_definition;
+    assert!(taskmesh::is_meshed(td), "{td}");
+    let list = td["containerDefinitions"].as_array().unwrap();
+    let daemon = list
+        .iter()
+        .find(|c| c["name"] == "xray-daemon")
+        .unwrap_or_else(|| panic!("no daemon registered: {td:#}"));
+    assert_eq!(daemon["image"], "public.ecr.aws/xray/aws-xray-daemon:3.x");
+    assert_eq!(daemon["user"], "1337");
+    let agent = list.iter().find(|c| c["name"] == "taskmesh-agent").unwrap();
+    assert_eq!(
+        agent["dependsOn"],
+        json!([{"containerName": "xray-daemon", "condition": "START"}])
+    );
+
+    // eject(what was registered) gives back every field of the source.
+    let ejected =
+        taskmesh::eject_task_definition(&ecs::registrable(td), &Location::file(&arn)).unwrap();
+    let original = ecs::registrable(
+        &rt.block_on(api.describe_task_definition(&source_arn))
+            .unwrap()
+            .task_definition,
+    );
+    for (key, value) in original.as_object().unwrap() {
+        assert_eq!(ejected.get(key), Some(value), "field {key} after eject");
+    }
+
+    // Registering the traced revision again with --xray keeps one daemon and the same containers.
+    let mut again_args = args.to_vec();
+    again_args[1] = &arn;
+    let (code, stdout, stderr) = taskmesh(&moto, &again_args);
+    assert_eq!(code, 0, "stderr: {stderr}");
+    let again = rt
+        .block_on(api.describe_task_definition(stdout.trim()))
+        .unwrap();
+    assert_eq!(
+        ecs::registrable(&again.task_definition)["containerDefinitions"],
+        ecs::registrable(td)["containerDefinitions"]
+    );
+}
