@@ -40,6 +40,8 @@ pub struct Shared {
     pub pool: UpstreamPool,
     /// Access log writer.
     pub access_log: AccessLog,
+    /// Trace propagation and span export (disabled without an exporter).
+    pub tracer: crate::trace::Tracer,
     /// Start time.
     pub started: Instant,
     /// The last reload problem (kept after recovery for operators; cleared on success).
@@ -72,6 +74,9 @@ pub enum StartError {
     /// Bad CloudWatch EMF setting.
     #[error(transparent)]
     Emf(#[from] crate::metrics::emf::EmfConfigError),
+    /// Bad tracing setting.
+    #[error(transparent)]
+    Trace(#[from] crate::trace::TraceConfigError),
     /// Bind failure.
     #[error("binding {what} on {addr}: {source}")]
     Bind {
@@ -117,6 +122,7 @@ impl Agent {
             .ok_or(StartError::NoConfig)?;
         let admin_addr = settings.admin_socket_addr().map_err(StartError::Admin)?;
         let emf = crate::metrics::emf::EmfConfig::from_env()?;
+        let trace = settings.trace.resolve()?;
         let source = Source::from_uri(&config_uri, &node).await?;
 
         let bind = |what: &'static str, addr: SocketAddr| async move {
@@ -155,6 +161,23 @@ impl Agent {
                     settings.cloudmap_refresh_seconds.max(1),
                 )),
             });
+        let metrics = Arc::new(Metrics::default());
+        let mut tasks = Vec::new();
+        let tracer = match &trace {
+            Some(t) => {
+                let (tracer, task) = crate::trace::Tracer::start(
+                    t,
+                    crate::trace::Identity {
+                        mesh: node.mesh.clone(),
+                        virtual_node: node.node.clone(),
+                    },
+                    metrics.clone(),
+                );
+                tasks.push(task);
+                tracer
+            }
+            None => crate::trace::Tracer::disabled(),
+        };
         let shared = Arc::new(Shared {
             pool: UpstreamPool::new(Duration::from_secs(settings.upstream_idle_seconds.max(1))),
             settings,
@@ -162,9 +185,10 @@ impl Agent {
             config_uri,
             lifecycle: Lifecycle::new(),
             config: ArcSwapOption::empty(),
-            metrics: Arc::new(Metrics::default()),
+            metrics,
             resolver,
             access_log: AccessLog::default(),
+            tracer,
             started: Instant::now(),
             last_error: std::sync::Mutex::new(None),
         });
@@ -175,7 +199,7 @@ impl Agent {
             config = %shared.config_uri, state = shared.lifecycle.state().as_str(),
             "taskmesh-agent started"
         );
-        let mut tasks = vec![
+        tasks.extend([
             tokio::spawn(reload::run(shared.clone(), source)),
             tokio::spawn(crate::admin::serve(admin, shared.clone())),
             tokio::spawn(crate::proxy::serve(
@@ -188,7 +212,7 @@ impl Agent {
                 shared.clone(),
                 Direction::Egress,
             )),
-        ];
+        ]);
         if let Some(emf) = emf {
             let reporter = crate::metrics::emf::EmfReporter::new(
                 shared.metrics.clone(),

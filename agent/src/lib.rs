@@ -5,8 +5,9 @@
 //!
 //! Layout, one file per role in the traffic path: [`config`] (settings, sources, cache, reload),
 //! [`state`] (lifecycle), [`proxy`] (egress, ingress, tcp, forwarding, pool, limits),
-//! [`discovery`] (endpoints), [`admin`], [`metrics`], [`access_log`], and [`agent`] which wires
-//! them together ([`Agent::start`]).
+//! [`discovery`] (endpoints), [`admin`], [`metrics`], [`access_log`], [`trace`] (trace-context
+//! propagation, spans, OTLP and X-Ray export), and [`agent`] which wires them together
+//! ([`Agent::start`]).
 
 pub mod access_log;
 pub mod admin;
@@ -18,6 +19,7 @@ pub mod proxy;
 pub mod proxy_init;
 pub mod state;
 pub mod tls;
+pub mod trace;
 
 pub use agent::{Agent, AgentHandle, StartError};
 pub use config::settings::Settings;

@@ -3,8 +3,9 @@
 //! stdout is validated by the `jsonschema` package (from the test venv) against a JSON Schema
 //! written from the CloudWatch "Embedded metric format specification", then checked for what a
 //! schema cannot say (every dimension and metric named in a directive is a top-level member;
-//! at most 100 metrics per directive, 30 dimensions per set) and for the numbers: requests and
-//! status classes per target add up to what was sent, inbound requests too.
+//! at most 100 metrics per directive, 30 dimensions per set) and for the numbers: requests,
+//! status classes and body bytes (`TargetProcessedBytes`) per target add up to what was sent,
+//! inbound requests, gRPC requests and `ProcessedBytes` too.
 
 mod support;
 
@@ -321,6 +322,16 @@ async fn emf_lines_follow_the_spec_and_count_real_traffic() {
         let r = client.get(ingress, "front.local", "/").await;
         assert_eq!(r.status, http::StatusCode::OK);
     }
+    // One gRPC-shaped request into the task, with a body the app echoes.
+    let grpc = http::Request::post("/pkg.Svc/Call")
+        .header("host", "front.local")
+        .header("content-type", "application/grpc")
+        .body(http_body_util::Full::new(bytes::Bytes::from_static(
+            b"ping",
+        )))
+        .unwrap();
+    let r = client.send(ingress, grpc).await.unwrap();
+    assert_eq!(r.body, "ping");
     // Wait for two more intervals so every request has been reported.
     tokio::time::sleep(Duration::from_millis(900)).await;
     let all = emf_lines(&agent);
@@ -360,6 +371,8 @@ async fn emf_lines_follow_the_spec_and_count_real_traffic() {
     assert_eq!(blue_t["HTTPCode_Target_4XX_Count"], 3.0, "{blue_t:?}");
     assert_eq!(blue_t["HTTPCode_Target_5XX_Count"], 1.0, "{blue_t:?}");
     assert!(blue_t["TargetResponseTime"] > 0.0, "{blue_t:?}");
+    // Body bytes both ways: 12 GETs without a body, each answered "blue".
+    assert_eq!(blue_t["TargetProcessedBytes"], 48.0, "{blue_t:?}");
     let green_t = totals(
         after,
         &[
@@ -371,8 +384,12 @@ async fn emf_lines_follow_the_spec_and_count_real_traffic() {
     );
     assert_eq!(green_t["RequestCountPerTarget"], 4.0, "{green_t:?}");
     assert_eq!(green_t["HTTPCode_Target_2XX_Count"], 4.0, "{green_t:?}");
+    assert_eq!(green_t["TargetProcessedBytes"], 20.0, "{green_t:?}");
     let inbound = totals(after, &[("Mesh", "m"), ("VirtualNode", "front")]);
-    assert_eq!(inbound["RequestCount"], 5.0, "{inbound:?}");
+    assert_eq!(inbound["RequestCount"], 6.0, "{inbound:?}");
+    assert_eq!(inbound["GrpcRequestCount"], 1.0, "{inbound:?}");
+    // Five answers "app", and "ping" in and out.
+    assert_eq!(inbound["ProcessedBytes"], 23.0, "{inbound:?}");
     assert!(inbound["NewConnectionCount"] >= 1.0, "{inbound:?}");
     assert!(inbound.contains_key("ActiveConnectionCount"));
     // Every interval writes the inbound line, so the count of those lines follows the clock.

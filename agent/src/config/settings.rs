@@ -138,6 +138,9 @@ pub struct Settings {
         default_value_t = 10
     )]
     pub cloudmap_refresh_seconds: u64,
+    /// Tracing (X-Ray and OTLP exporters, sampling, queue).
+    #[command(flatten)]
+    pub trace: crate::trace::TraceSettings,
 }
 
 impl Settings {
@@ -164,6 +167,7 @@ impl Settings {
             upstream_idle_seconds: 60,
             cloudmap_endpoint: None,
             cloudmap_refresh_seconds: 10,
+            trace: crate::trace::TraceSettings::default(),
         }
     }
 

@@ -7,14 +7,16 @@
 //! the [`EmfReporter`] takes the difference of each counter since the previous report and writes:
 //!
 //! - one inbound line, dimensions `[Mesh, VirtualNode]`: `ActiveConnectionCount` (gauge),
-//!   `NewConnectionCount`, `RequestCount`;
+//!   `NewConnectionCount`, `RequestCount`, `GrpcRequestCount` (requests with
+//!   `content-type: application/grpc…`), `ProcessedBytes` (request and response body bytes
+//!   between the clients and the app, counted as they stream);
 //! - one outbound line per (target virtual service, target virtual node) that saw requests,
 //!   dimensions `[Mesh, VirtualNode, TargetVirtualService, TargetVirtualNode]`:
 //!   `RequestCountPerTarget`, `HTTPCode_Target_2XX_Count` … `_5XX_Count`,
-//!   `TargetResponseTime` (mean of the interval, milliseconds), `TargetConnectionErrorCount`.
+//!   `TargetResponseTime` (mean of the interval, milliseconds), `TargetConnectionErrorCount`,
+//!   `TargetProcessedBytes` (request and response body bytes exchanged with the target).
 //!
-//! Byte counts (`ProcessedBytes`, `TargetProcessedBytes`) and `GrpcRequestCount` are not
-//! emitted: the proxy does not count bytes or tell gRPC apart in its counters yet.
+//! Bytes are HTTP body bytes (headers are not counted); opaque TCP routes count no bytes.
 //!
 //! The format (docs.aws.amazon.com, "Embedded metric format specification"): a JSON object
 //! with `_aws.Timestamp` (ms since the epoch) and `_aws.CloudWatchMetrics`, an array of
@@ -100,6 +102,7 @@ struct Outbound {
     latency_count: u64,
     latency_sum_us: u64,
     connect_failures: u64,
+    bytes: u64,
 }
 
 /// Counter values at one instant.
@@ -107,6 +110,8 @@ struct Outbound {
 struct Snapshot {
     inbound_connections: u64,
     inbound_requests: u64,
+    inbound_grpc: u64,
+    inbound_bytes: u64,
     outbound: BTreeMap<(String, String), Outbound>,
 }
 
@@ -121,7 +126,12 @@ fn snapshot(m: &Metrics) -> Snapshot {
     };
     for r in routes {
         match r.direction {
-            Direction::Ingress => s.inbound_requests += r.requests.load(Ordering::Relaxed),
+            Direction::Ingress => {
+                s.inbound_requests += r.requests.load(Ordering::Relaxed);
+                s.inbound_grpc += r.grpc_requests.load(Ordering::Relaxed);
+                s.inbound_bytes += r.request_bytes.load(Ordering::Relaxed)
+                    + r.response_bytes.load(Ordering::Relaxed);
+            }
             Direction::Egress => {
                 // Pass-through (ALLOW_ALL) and refused traffic has no target in the mesh.
                 if r.virtual_service.is_empty() || r.target_node.is_empty() {
@@ -138,6 +148,8 @@ fn snapshot(m: &Metrics) -> Snapshot {
                 o.latency_count += r.latency_count.load(Ordering::Relaxed);
                 o.latency_sum_us += r.latency_sum_us.load(Ordering::Relaxed);
                 o.connect_failures += r.connect_failures.load(Ordering::Relaxed);
+                o.bytes += r.request_bytes.load(Ordering::Relaxed)
+                    + r.response_bytes.load(Ordering::Relaxed);
             }
         }
     }
@@ -198,6 +210,16 @@ impl EmfReporter {
                             .saturating_sub(self.previous.inbound_requests)
                     ),
                 ),
+                (
+                    "GrpcRequestCount",
+                    "Count",
+                    json!(now.inbound_grpc.saturating_sub(self.previous.inbound_grpc)),
+                ),
+                (
+                    "ProcessedBytes",
+                    "Bytes",
+                    json!(now.inbound_bytes.saturating_sub(self.previous.inbound_bytes)),
+                ),
             ],
         ));
         for ((service, node), o) in &now.outbound {
@@ -221,6 +243,11 @@ impl EmfReporter {
                 ("HTTPCode_Target_4XX_Count", "Count", code(3)),
                 ("HTTPCode_Target_5XX_Count", "Count", code(4)),
                 ("TargetConnectionErrorCount", "Count", json!(failures)),
+                (
+                    "TargetProcessedBytes",
+                    "Bytes",
+                    json!(o.bytes.saturating_sub(before.bytes)),
+                ),
             ];
             let count = o.latency_count.saturating_sub(before.latency_count);
             if count > 0 {
@@ -364,15 +391,24 @@ mod tests {
         for (stats, status, ms) in [(&s, 200, 2), (&s, 503, 4), (&s2, 404, 6)] {
             stats.request();
             stats.response(status, Duration::from_millis(ms));
+            stats.bytes(crate::proxy::body::Flow::Response, 100);
         }
-        m.route_stats(Direction::Ingress, "", "", "front").request();
+        s.bytes(crate::proxy::body::Flow::Request, 7);
+        let inbound = m.route_stats(Direction::Ingress, "", "", "front");
+        inbound.request();
+        inbound.grpc_request();
+        inbound.bytes(crate::proxy::body::Flow::Request, 5);
+        inbound.bytes(crate::proxy::body::Flow::Response, 11);
         let _c = m.connection_opened(Direction::Ingress);
         let lines = r.report(1_700_000_000_000);
         assert_eq!(lines.len(), 2, "{lines:?}");
         assert_eq!(lines[0]["RequestCount"], 1);
         assert_eq!(lines[0]["ActiveConnectionCount"], 1);
         assert_eq!(lines[0]["NewConnectionCount"], 1);
+        assert_eq!(lines[0]["GrpcRequestCount"], 1);
+        assert_eq!(lines[0]["ProcessedBytes"], 16);
         let o = &lines[1];
+        assert_eq!(o["TargetProcessedBytes"], 307);
         assert_eq!(o["TargetVirtualService"], "svc.local");
         assert_eq!(o["TargetVirtualNode"], "blue");
         assert_eq!(

@@ -85,6 +85,9 @@ pub struct RouteStats {
     latency_count: AtomicU64,
     latency_sum_us: AtomicU64,
     connect_failures: AtomicU64,
+    request_bytes: AtomicU64,
+    response_bytes: AtomicU64,
+    grpc_requests: AtomicU64,
 }
 
 impl RouteStats {
@@ -100,7 +103,36 @@ impl RouteStats {
             latency_count: AtomicU64::new(0),
             latency_sum_us: AtomicU64::new(0),
             connect_failures: AtomicU64::new(0),
+            request_bytes: AtomicU64::new(0),
+            response_bytes: AtomicU64::new(0),
+            grpc_requests: AtomicU64::new(0),
         }
+    }
+
+    /// `n` body bytes went by in `flow` (request: client to upstream; response: back).
+    pub fn bytes(&self, flow: crate::proxy::body::Flow, n: u64) {
+        if n == 0 {
+            return;
+        }
+        match flow {
+            crate::proxy::body::Flow::Request => &self.request_bytes,
+            crate::proxy::body::Flow::Response => &self.response_bytes,
+        }
+        .fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Body bytes counted so far in `flow`.
+    pub fn bytes_total(&self, flow: crate::proxy::body::Flow) -> u64 {
+        match flow {
+            crate::proxy::body::Flow::Request => &self.request_bytes,
+            crate::proxy::body::Flow::Response => &self.response_bytes,
+        }
+        .load(Ordering::Relaxed)
+    }
+
+    /// A gRPC request (`content-type: application/grpc…`) started.
+    pub fn grpc_request(&self) {
+        self.grpc_requests.fetch_add(1, Ordering::Relaxed);
     }
 
     /// A request started.
@@ -144,6 +176,14 @@ pub struct Metrics {
     connections_total: [AtomicU64; 2],
     limits: [AtomicU64; 4],
     routes: Mutex<HashMap<LabelKey, Arc<RouteStats>>>,
+    trace_dropped: AtomicU64,
+    /// Spans exported and failed exports, per exporter (0 OTLP, 1 X-Ray).
+    trace_exported: [AtomicU64; 2],
+    trace_failures: [AtomicU64; 2],
+}
+
+fn exporter_idx(name: &str) -> usize {
+    usize::from(name != "otlp")
 }
 
 impl Metrics {
@@ -201,6 +241,23 @@ impl Metrics {
     /// A limit refused something.
     pub fn limit_hit(&self, kind: LimitKind) {
         self.limits[kind as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A finished span found the trace queue full.
+    pub fn trace_span_dropped(&self) {
+        self.trace_dropped.fetch_add(1, Ordering::Relaxed);
+    }
+    /// Spans dropped so far.
+    pub fn trace_spans_dropped(&self) -> u64 {
+        self.trace_dropped.load(Ordering::Relaxed)
+    }
+    /// `n` spans reached exporter `name` (`otlp` or `xray`).
+    pub fn trace_spans_exported(&self, name: &str, n: u64) {
+        self.trace_exported[exporter_idx(name)].fetch_add(n, Ordering::Relaxed);
+    }
+    /// An export to `name` failed.
+    pub fn trace_export_failed(&self, name: &str) {
+        self.trace_failures[exporter_idx(name)].fetch_add(1, Ordering::Relaxed);
     }
 
     /// Egress totals per (virtual service, route, target node): requests, 5xx responses plus
@@ -276,6 +333,28 @@ impl Metrics {
                 self.limits[k as usize].load(Ordering::Relaxed)
             );
         }
+        let _ = writeln!(out, "# TYPE taskmesh_trace_spans_dropped_total counter");
+        let _ = writeln!(
+            out,
+            "taskmesh_trace_spans_dropped_total {}",
+            self.trace_dropped.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(out, "# TYPE taskmesh_trace_spans_exported_total counter");
+        for (i, e) in ["otlp", "xray"].iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "taskmesh_trace_spans_exported_total{{exporter=\"{e}\"}} {}",
+                self.trace_exported[i].load(Ordering::Relaxed)
+            );
+        }
+        let _ = writeln!(out, "# TYPE taskmesh_trace_export_failures_total counter");
+        for (i, e) in ["otlp", "xray"].iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "taskmesh_trace_export_failures_total{{exporter=\"{e}\"}} {}",
+                self.trace_failures[i].load(Ordering::Relaxed)
+            );
+        }
         let mut routes: Vec<Arc<RouteStats>> = match self.routes.lock() {
             Ok(m) => m.values().cloned().collect(),
             Err(_) => Vec::new(),
@@ -325,6 +404,33 @@ impl Metrics {
                 "taskmesh_upstream_connect_failures_total{{{}}} {}",
                 labels(r),
                 r.connect_failures.load(Ordering::Relaxed)
+            );
+        }
+        let _ = writeln!(out, "# TYPE taskmesh_request_bytes_total counter");
+        for r in &routes {
+            let _ = writeln!(
+                out,
+                "taskmesh_request_bytes_total{{{}}} {}",
+                labels(r),
+                r.request_bytes.load(Ordering::Relaxed)
+            );
+        }
+        let _ = writeln!(out, "# TYPE taskmesh_response_bytes_total counter");
+        for r in &routes {
+            let _ = writeln!(
+                out,
+                "taskmesh_response_bytes_total{{{}}} {}",
+                labels(r),
+                r.response_bytes.load(Ordering::Relaxed)
+            );
+        }
+        let _ = writeln!(out, "# TYPE taskmesh_grpc_requests_total counter");
+        for r in &routes {
+            let _ = writeln!(
+                out,
+                "taskmesh_grpc_requests_total{{{}}} {}",
+                labels(r),
+                r.grpc_requests.load(Ordering::Relaxed)
             );
         }
         let _ = writeln!(out, "# TYPE taskmesh_request_duration_seconds histogram");
@@ -412,6 +518,11 @@ mod tests {
         s.request();
         s.response(204, Duration::from_millis(3));
         s.connect_failure();
+        s.bytes(crate::proxy::body::Flow::Request, 10);
+        s.bytes(crate::proxy::body::Flow::Response, 32);
+        s.grpc_request();
+        m.trace_span_dropped();
+        m.trace_spans_exported("xray", 4);
         let again = m.route_stats(Direction::Egress, "svc.local", "r1", "blue");
         assert!(Arc::ptr_eq(&s, &again));
         m.reload_ok();
@@ -432,6 +543,12 @@ mod tests {
             "taskmesh_request_duration_seconds_bucket{{{l},le=\"0.0025\"}} 0"
         )));
         assert!(text.contains("taskmesh_config_reloads_total{result=\"rejected\"} 1"));
+        assert!(text.contains(&format!("taskmesh_request_bytes_total{{{l}}} 10")));
+        assert!(text.contains(&format!("taskmesh_response_bytes_total{{{l}}} 32")));
+        assert!(text.contains(&format!("taskmesh_grpc_requests_total{{{l}}} 1")));
+        assert!(text.contains("taskmesh_trace_spans_dropped_total 1\n"));
+        assert!(text.contains("taskmesh_trace_spans_exported_total{exporter=\"xray\"} 4\n"));
+        assert!(text.contains("taskmesh_trace_spans_exported_total{exporter=\"otlp\"} 0\n"));
         assert!(text.contains("taskmesh_downstream_connections_active{direction=\"ingress\"} 1"));
         drop(g);
         assert_eq!(m.active_connections(Direction::Ingress), 0);

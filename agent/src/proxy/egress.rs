@@ -7,6 +7,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use http::{Request, Response, StatusCode, header};
@@ -15,6 +16,7 @@ use hyper::body::Incoming;
 use taskmesh_mesh::{EgressFilter, HttpRequestView, HttpRouting, RouteTable, TcpRouting};
 use tokio::net::TcpStream;
 
+use super::body::Counted;
 use super::{ProxyBody, http_forward, local_response, tcp};
 use crate::access_log::{self, Entry};
 use crate::agent::Shared;
@@ -134,9 +136,11 @@ struct Decision<'t> {
     retry_target: Option<(&'t taskmesh_mesh::Discovery, u16)>,
     /// The backend's client TLS policy, when it applies to the target port.
     tls: Option<Arc<crate::tls::client::ClientPolicy>>,
+    /// Retries made so far (for the span).
+    retries: AtomicU32,
 }
 
-async fn handle(conn: &Conn, mut req: Request<Incoming>) -> Response<ProxyBody> {
+async fn handle(conn: &Conn, mut req: Request<Incoming>) -> Response<Counted<ProxyBody>> {
     let start = Instant::now();
     let started_at = SystemTime::now();
     let shared = &conn.shared;
@@ -144,7 +148,8 @@ async fn handle(conn: &Conn, mut req: Request<Incoming>) -> Response<ProxyBody> 
         return local_response(
             StatusCode::SERVICE_UNAVAILABLE,
             "taskmesh-agent: no mesh document loaded yet\n",
-        );
+        )
+        .map(Counted::uncounted);
     };
     // Cheap clones (shared buffers): no per-request string building.
     let authority_hv = authority_of(&req);
@@ -158,6 +163,28 @@ async fn handle(conn: &Conn, mut req: Request<Incoming>) -> Response<ProxyBody> 
     let method = req.method().clone();
     let path = req.uri().path_and_query().cloned();
     let bytes_received = content_length(req.headers());
+    let hop = shared.tracer.begin(req.headers_mut());
+    let grpc = crate::trace::span::is_grpc(req.headers());
+    if grpc {
+        decision.stats.grpc_request();
+    }
+    let mut span = shared.tracer.start_span(
+        hop,
+        crate::trace::SpanStart {
+            direction: crate::metrics::Direction::Egress,
+            start: started_at,
+            method: &method,
+            authority,
+            path: path.as_ref().map(|p| p.as_str()).unwrap_or("/"),
+            virtual_service: decision.virtual_service,
+            route: decision.route,
+            target_node: decision.target,
+            endpoint: decision.upstream.as_ref().ok().copied(),
+            client: Some(conn.peer.ip()),
+            grpc,
+        },
+        &mut req,
+    );
 
     let (resp, upstream_authority, flags) = match decision.upstream {
         Err((status, msg, flag)) => (local_response(status, msg), None, flag),
@@ -188,7 +215,10 @@ async fn handle(conn: &Conn, mut req: Request<Incoming>) -> Response<ProxyBody> 
             flags,
         },
     );
-    resp
+    if let Some(s) = span.as_mut() {
+        s.respond(status, flags, decision.retries.load(Ordering::Relaxed));
+    }
+    resp.map(|b| Counted::response(b, decision.stats.clone(), span))
 }
 
 async fn forward(
@@ -240,7 +270,7 @@ fn replayable(req: &Request<Incoming>) -> bool {
 async fn attempts(
     shared: &Shared,
     d: &Decision<'_>,
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
     up: SocketAddr,
 ) -> (Response<ProxyBody>, &'static str) {
     let default_policy;
@@ -266,7 +296,11 @@ async fn attempts(
         _ => 0,
     };
     let per_try = policy.and_then(|p| p.per_retry_timeout).filter(|_| max > 0);
-    let mut req = req.map(Either::Left);
+    let span_bytes = req
+        .extensions_mut()
+        .remove::<crate::trace::RequestBytes>()
+        .map(|b| b.0);
+    let mut req = req.map(|b| Either::Left(Counted::request(b, d.stats.clone(), span_bytes)));
     let mut attempt = 0u32;
     loop {
         let send = async {
@@ -336,6 +370,7 @@ async fn attempts(
             return (local_response(outcome.0, outcome.1), outcome.2);
         };
         attempt += 1;
+        d.retries.store(attempt, Ordering::Relaxed);
         tokio::time::sleep(std::time::Duration::from_millis(25 * u64::from(attempt))).await;
         let next = shared
             .resolver
@@ -415,6 +450,7 @@ async fn decide<'t>(
                 ),
                 retry_target: Some((&target.discovery, port)),
                 tls: cfg.tls.client(m.virtual_service, port).cloned(),
+                retries: AtomicU32::new(0),
             }
         }
         HttpRouting::NoRoute { virtual_service } => Decision {
@@ -434,6 +470,7 @@ async fn decide<'t>(
             h2: false,
             retry_target: None,
             tls: None,
+            retries: AtomicU32::new(0),
         },
         HttpRouting::UnknownDestination => {
             let host = host_only(authority);
@@ -476,6 +513,7 @@ async fn decide<'t>(
                 h2: false,
                 retry_target: None,
                 tls: None,
+                retries: AtomicU32::new(0),
             }
         }
     }

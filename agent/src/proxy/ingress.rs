@@ -11,6 +11,7 @@ use http_body_util::Either;
 use hyper::body::Incoming;
 use tokio::net::TcpStream;
 
+use super::body::Counted;
 use super::{ProxyBody, http_forward, local_response, tcp};
 use crate::access_log::{self, Entry};
 use crate::agent::Shared;
@@ -119,7 +120,7 @@ pub async fn serve_connection(
     .await;
 }
 
-async fn handle(conn: &Conn, mut req: Request<Incoming>) -> Response<ProxyBody> {
+async fn handle(conn: &Conn, mut req: Request<Incoming>) -> Response<Counted<ProxyBody>> {
     let start = Instant::now();
     let started_at = SystemTime::now();
     let shared = &conn.shared;
@@ -133,7 +134,7 @@ async fn handle(conn: &Conn, mut req: Request<Incoming>) -> Response<ProxyBody> 
                     "upstream connection pool overflow\n",
                 );
                 conn.stats.response(503, start.elapsed());
-                return r;
+                return r.map(|b| Counted::response(b, conn.stats.clone(), None));
             }
         },
         None => None,
@@ -141,13 +142,46 @@ async fn handle(conn: &Conn, mut req: Request<Incoming>) -> Response<ProxyBody> 
     let method = req.method().clone();
     let path = req.uri().path_and_query().cloned();
     let authority = super::egress::authority_of(&req);
+    let hop = shared.tracer.begin(req.headers_mut());
+    let grpc = crate::trace::span::is_grpc(req.headers());
+    if grpc {
+        conn.stats.grpc_request();
+    }
+    let node = shared.config.load();
+    let mut span = shared.tracer.start_span(
+        hop,
+        crate::trace::SpanStart {
+            direction: crate::metrics::Direction::Ingress,
+            start: started_at,
+            method: &method,
+            authority: authority
+                .as_ref()
+                .and_then(|a| a.to_str().ok())
+                .unwrap_or(""),
+            path: path.as_ref().map(|p| p.as_str()).unwrap_or("/"),
+            virtual_service: "",
+            route: "",
+            target_node: node.as_ref().map(|c| c.table.node_name()).unwrap_or(""),
+            endpoint: Some(conn.app),
+            client: Some(conn.peer.ip()),
+            grpc,
+        },
+        &mut req,
+    );
+    drop(node);
     let (resp, flags) = match http_forward::prepare_request(&mut req, conn.peer.ip(), conn.app) {
         Err(_) => (
             local_response(StatusCode::BAD_REQUEST, "malformed request\n"),
             "DI",
         ),
         Ok(_) => {
-            let send = shared.pool.send(req.map(Either::Left), conn.h2);
+            let span_bytes = req
+                .extensions_mut()
+                .remove::<crate::trace::RequestBytes>()
+                .map(|b| b.0);
+            let req =
+                req.map(|b| Either::Left(Counted::request(b, conn.stats.clone(), span_bytes)));
+            let send = shared.pool.send(req, conn.h2);
             let res = match conn.timeout {
                 Some(t) => tokio::time::timeout(t, send).await.ok(),
                 None => Some(send.await),
@@ -206,5 +240,8 @@ async fn handle(conn: &Conn, mut req: Request<Incoming>) -> Response<ProxyBody> 
             flags,
         },
     );
-    resp
+    if let Some(s) = span.as_mut() {
+        s.respond(status, flags, 0);
+    }
+    resp.map(|b| Counted::response(b, conn.stats.clone(), span))
 }

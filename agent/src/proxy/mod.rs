@@ -1,9 +1,10 @@
 //! The traffic path. `egress.rs` (the app's outbound connections, 15001), `ingress.rs`
 //! (connections to the app, 15000), `tcp.rs` (opaque forwarding), `http_forward.rs` (request and
-//! response rewriting), `pool.rs` (upstream keep-alive), `original_dst.rs` (where a redirected
+//! response rewriting), `body.rs` (byte counting and span completion), `pool.rs` (upstream keep-alive), `original_dst.rs` (where a redirected
 //! connection was going), `limits.rs` (hostile clients). This file runs the accept loops: the
 //! connection cap, per-connection tasks, and graceful drain.
 
+pub mod body;
 pub mod egress;
 pub mod http_forward;
 pub mod ingress;
@@ -89,11 +90,13 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, direction: Direct
 
 /// Serves HTTP/1 on `stream` with `handler`, shutting the connection down gracefully (after the
 /// request in flight) when the agent drains.
-pub async fn serve_http<S, F, Fut>(shared: &Shared, stream: S, builder: &Server, handler: F)
+pub async fn serve_http<S, F, Fut, B>(shared: &Shared, stream: S, builder: &Server, handler: F)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     F: Fn(http::Request<Incoming>) -> Fut + Send + 'static,
-    Fut: std::future::Future<Output = Response<ProxyBody>> + Send + 'static,
+    Fut: std::future::Future<Output = Response<B>> + Send + 'static,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let mut drain = shared.lifecycle.drain_signal();
     let svc = service_fn(move |req| {

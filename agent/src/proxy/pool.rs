@@ -61,8 +61,9 @@ impl UpstreamError {
     }
 }
 
-/// Body of an upstream request: the client's stream, or nothing (replayed retries).
-pub type UpstreamBody = Either<Incoming, Empty<Bytes>>;
+/// Body of an upstream request: the client's stream (its bytes counted), or nothing (replayed
+/// retries).
+pub type UpstreamBody = Either<super::body::Counted<Incoming>, Empty<Bytes>>;
 
 /// Pooled upstream client.
 #[derive(Clone)]
