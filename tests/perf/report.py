@@ -5,7 +5,8 @@
 commands, then per traffic kind a table whose every cell is `value (×direct, ×best peer)`, where
 the best peer is the better of nginx and haproxy for that figure (higher req/s and Gbit/s; lower
 latency, memory and CPU), the goals of issue 7 checked against the figures, the route-table
-criterion results, and tests/perf/profile.md (where the agent's time goes).
+criterion results, the cost of tracing (the agent with and without tracing every request to an
+OTLP sink), and tests/perf/profile.md (where the agent's time goes).
 
 `report.py --h2load-latency` reads h2load's output on stdin and prints the mean and max request
 time in microseconds (h2load prints no percentiles).
@@ -17,8 +18,9 @@ import re
 import sys
 
 PEERS = ("nginx", "haproxy")
-ORDER = ("direct", "agent", "nginx", "haproxy")
-NAMES = {"direct": "direct (no proxy)", "agent": "taskmesh-agent", "nginx": "nginx", "haproxy": "haproxy"}
+ORDER = ("direct", "agent", "agent-trace", "nginx", "haproxy")
+NAMES = {"direct": "direct (no proxy)", "agent": "taskmesh-agent", "agent-trace": "agent + tracing 100 %",
+         "nginx": "nginx", "haproxy": "haproxy"}
 
 
 def h2load_latency(text):
@@ -115,6 +117,7 @@ def main(meta_path, results_path):
             http1.setdefault(r["conns"], {})[r["proxy"]] = r
     h2 = {r["proxy"]: r for r in res if r["kind"] == "h2"}
     tcp = {r["proxy"]: r for r in res if r["kind"] == "tcp"}
+    trace = next((r for r in res if r["kind"] == "trace"), None)
 
     o = []
     w = o.append
@@ -151,6 +154,12 @@ def main(meta_path, results_path):
       f" connections alive, and, like the agent, add `x-forwarded-for` and an `x-request-id`;"
       f" no access logs anywhere. Before measuring, 200 requests through each proxy must all"
       f" answer 200 and the v2 share must be near 10 %.")
+    if "agent-trace" in proxies:
+        w("- \"agent + tracing 100 %\": the same agent binary and mesh with"
+          " `TASKMESH_OTLP_ENDPOINT=http://127.0.0.1:4318 TASKMESH_TRACE_SAMPLING=1`: every request"
+          " gets both trace headers, a span, and is exported over OTLP/HTTP protobuf (batches of up"
+          " to 512) to an OTLP sink (a second perf-backend on 127.0.0.1:4318, CPU"
+          f" {meta['load_cpu']}, answering 200). No TCP run for it (opaque TCP gets no spans).")
     w("- Peak RSS: VmHWM (reset through `/proc/<pid>/clear_refs` before each measured run), CPU:"
       " utime + stime over the measured run. Idle RSS: after start and the first configuration"
       " load, before any traffic.")
@@ -164,6 +173,9 @@ def main(meta_path, results_path):
     w(f"  TASKMESH_WORKERS=1 taskset -c {meta['proxy_cpu']} target/release/taskmesh-agent      # egress :15001, explicit mode")
     w(f"taskset -c {meta['proxy_cpu']} nginx -c nginx.conf -p RUN_DIR                          # :8081 h1, :8082 h2c, :8083 tcp")
     w(f"taskset -c {meta['proxy_cpu']} haproxy -f haproxy.cfg -db                              # :8091 h1, :8092 h2c, :8093 tcp")
+    if "agent-trace" in proxies:
+        w(f"taskset -c {meta['load_cpu']} perf-backend 127.0.0.1:4318                             # OTLP sink")
+        w(f"TASKMESH_OTLP_ENDPOINT=http://127.0.0.1:4318 TASKMESH_TRACE_SAMPLING=1 …same agent…  # agent + tracing 100 %")
     w(f"iptables -t nat -A OUTPUT -p tcp -d 127.0.0.1 --dport 9000 -j REDIRECT --to-ports 15001  # the agent's tcpRoute")
     w(f"taskset -c {meta['load_cpu']} wrk -t1 -cC -d{meta['warmup']}s -H 'Host: {meta['host']}' http://127.0.0.1:PORT{meta['path']}   # warm-up")
     w(f"taskset -c {meta['load_cpu']} wrk -t1 -cC -d{meta['duration']}s --latency -s tests/perf/wrk-report.lua -H 'Host: {meta['host']}' http://127.0.0.1:PORT{meta['path']}")
@@ -264,6 +276,45 @@ def main(meta_path, results_path):
             ("proxy CPU time", tcol("cpu_s"), "s", False),
         ], proxies))
         w("")
+
+    if "agent" in proxies and "agent-trace" in proxies:
+        w("## The cost of tracing every request")
+        w("")
+        w("The agent with tracing at 100 % sampling (OTLP/HTTP to a local sink) against the same"
+          " agent without tracing, same run: the change of each figure.")
+        w("")
+        w("| traffic | figure | taskmesh-agent | agent + tracing 100 % | change |")
+        w("|---|---|---|---|---|")
+        def change(a, b):
+            return "—" if a in (None, 0) or b is None else f"{(b - a) / a * 100:+.1f} %"
+        for conns in sorted(http1):
+            runs = http1[conns]
+            if "agent" not in runs or "agent-trace" not in runs:
+                continue
+            a, t = runs["agent"], runs["agent-trace"]
+            for label, f, unit in (("requests/s", "rps", "rps"), ("p50 latency", "p50_us", "us"),
+                                   ("p99 latency", "p99_us", "us")):
+                w(f"| HTTP/1.1 × {conns} | {label} | {fmt_num(a['wrk'][f], unit)} |"
+                  f" {fmt_num(t['wrk'][f], unit)} | {change(a['wrk'][f], t['wrk'][f])} |")
+            per = {k: (r["cpu_s"] * 1e6 / r["wrk"]["requests"]) if r.get("cpu_s") else None
+                   for k, r in (("a", a), ("t", t))}
+            w(f"| HTTP/1.1 × {conns} | proxy CPU per request | {fmt_num(per['a'], 'us_cpu')} |"
+              f" {fmt_num(per['t'], 'us_cpu')} | {change(per['a'], per['t'])} |")
+            w(f"| HTTP/1.1 × {conns} | proxy peak RSS | {fmt_num(a['peak_rss_kb'], 'kb')} |"
+              f" {fmt_num(t['peak_rss_kb'], 'kb')} | {change(a['peak_rss_kb'], t['peak_rss_kb'])} |")
+        if "agent" in h2 and "agent-trace" in h2:
+            a, t = h2["agent"], h2["agent-trace"]
+            w(f"| h2c | requests/s | {fmt_num(a['rps'], 'rps')} | {fmt_num(t['rps'], 'rps')} |"
+              f" {change(a['rps'], t['rps'])} |")
+            w(f"| h2c | mean request time | {fmt_num(a['mean_us'], 'us')} |"
+              f" {fmt_num(t['mean_us'], 'us')} | {change(a['mean_us'], t['mean_us'])} |")
+        w("")
+        if trace:
+            w(f"Spans: {fmt_num(trace['exported'], 'rps')} exported to the sink,"
+              f" {fmt_num(trace['dropped'], 'rps')} dropped (queue full),"
+              f" {trace['failures']} failed exports (read from the agent's /stats/prometheus at"
+              " the end of its runs; spans of the last second may still be queued).")
+            w("")
 
     crit = criterion(meta) if not meta.get("skip_bench") else {}
     if crit:

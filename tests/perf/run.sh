@@ -13,17 +13,21 @@
 #     server (127.0.0.1:25201, the TCP sink); client tools and backends share CPU $LOAD_CPU, each
 #     proxy runs alone on CPU $PROXY_CPU with one worker (agent TASKMESH_WORKERS=1, nginx
 #     worker_processes 1, haproxy nbthread 1);
-#  5. for direct / agent / nginx / haproxy: checks the route answers 200 and the 90/10 split,
-#     then wrk (HTTP/1.1 keep-alive) at each of $CONNS connections ($WARMUP s warm-up, then
-#     $DURATION s measured), h2load (h2c) and iperf3 through the TCP route, recording the
-#     proxy's idle RSS, peak RSS (VmHWM, reset before each measured run) and CPU time;
+#  5. for direct / agent / agent-trace / nginx / haproxy: checks the route answers 200 and the
+#     90/10 split, then wrk (HTTP/1.1 keep-alive) at each of $CONNS connections ($WARMUP s
+#     warm-up, then $DURATION s measured), h2load (h2c) and iperf3 through the TCP route,
+#     recording the proxy's idle RSS, peak RSS (VmHWM, reset before each measured run) and CPU
+#     time. agent-trace is the same agent tracing every request (TASKMESH_TRACE_SAMPLING=1) to
+#     an OTLP/HTTP sink (a second perf-backend on 127.0.0.1:4318, CPU $LOAD_CPU); its spans
+#     exported and dropped are read from its /stats/prometheus afterwards (no TCP run: opaque
+#     TCP gets no spans);
 #  6. runs the route-table criterion benchmarks (cargo bench -p taskmesh-mesh);
 #  7. renders BENCHMARKS.md with tests/perf/report.py.
 #
 # Knobs (environment): DURATION (10), WARMUP (3), CONNS ("16 256"), H2_CONNS (16), H2_STREAMS (10),
 # TCP_SECONDS (5), PROXY_CPU (1), LOAD_CPU (0), LOAD_MAX (1.5) and LOAD_WAIT (0 seconds: how long
 # to wait for the 1-minute load average to fall under LOAD_MAX before measuring), PROXIES
-# ("direct agent nginx haproxy"), SKIP_BENCH (1: no criterion run), OUT (BENCHMARKS.md path),
+# ("direct agent agent-trace nginx haproxy"), SKIP_BENCH (1: no criterion run), OUT (BENCHMARKS.md path),
 # MESH (the agent's mesh document, default tests/perf/mesh.yaml).
 set -euo pipefail
 
@@ -39,7 +43,7 @@ PROXY_CPU=${PROXY_CPU:-1}
 LOAD_CPU=${LOAD_CPU:-0}
 LOAD_MAX=${LOAD_MAX:-1.5}
 LOAD_WAIT=${LOAD_WAIT:-0}
-PROXIES=${PROXIES:-"direct agent nginx haproxy"}
+PROXIES=${PROXIES:-"direct agent agent-trace nginx haproxy"}
 SKIP_BENCH=${SKIP_BENCH:-0}
 OUT=${OUT:-$ROOT/BENCHMARKS.md}
 MESH=${MESH:-$PERF/mesh.yaml}
@@ -133,6 +137,10 @@ wait_port 18081 "$BG_PID" "$RUN/backend.log"
 wait_port 18082 "$BG_PID" "$RUN/backend.log"
 start_bg "$LOAD_CPU" "$RUN/iperf3-server.log" iperf3 -s -B 127.0.0.1 -p 25201
 wait_port 25201 "$BG_PID" "$RUN/iperf3-server.log"
+# The OTLP/HTTP sink of the agent-trace run (answers POST /v1/traces with 200).
+OTLP_SINK=127.0.0.1:4318
+start_bg "$LOAD_CPU" "$RUN/otlp-sink.log" "$BACKEND" "$OTLP_SINK"
+wait_port "${OTLP_SINK##*:}" "$BG_PID" "$RUN/otlp-sink.log"
 
 sed "s#@RUN@#$RUN#g" "$PERF/nginx.conf" >"$RUN/nginx.conf"
 sed "s#@RUN@#$RUN#g" "$PERF/haproxy.cfg" >"$RUN/haproxy.cfg"
@@ -182,7 +190,7 @@ PY
 ports_of() {
     case $1 in
         direct) echo "18081 18081 25201" ;;
-        agent) echo "15001 15001 9000" ;;
+        agent | agent-trace) echo "15001 15001 9000" ;;
         nginx) echo "8081 8082 8083" ;;
         haproxy) echo "8091 8092 8093" ;;
     esac
@@ -192,12 +200,15 @@ start_proxy() {
     PROXY_PIDS=()
     case $1 in
         direct) return 0 ;;
-        agent)
-            start_bg "$PROXY_CPU" "$RUN/agent.log" env \
+        agent | agent-trace)
+            local tracing=()
+            [[ $1 == agent-trace ]] &&
+                tracing=(TASKMESH_OTLP_ENDPOINT="http://$OTLP_SINK" TASKMESH_TRACE_SAMPLING=1)
+            start_bg "$PROXY_CPU" "$RUN/$1.log" env \
                 APPMESH_VIRTUAL_NODE_NAME=mesh/bench/virtualNode/bench-client \
                 TASKMESH_CONFIG="file://$MESH" TASKMESH_WORKERS=1 \
                 TASKMESH_CACHE="$RUN/cache/last-good.json" ENVOY_ADMIN_ACCESS_PORT=9901 \
-                "$AGENT"
+                "${tracing[@]}" "$AGENT"
             ;;
         nginx) start_bg "$PROXY_CPU" "$RUN/nginx.log" nginx -c "$RUN/nginx.conf" -p "$RUN" ;;
         haproxy) start_bg "$PROXY_CPU" "$RUN/haproxy.log" haproxy -f "$RUN/haproxy.cfg" -db ;;
@@ -206,13 +217,13 @@ start_proxy() {
     local h1 h2 tcp
     read -r h1 h2 tcp <<<"$(ports_of "$1")"
     wait_port "$h1" "$pid" "$out"
-    if [[ $1 == agent ]]; then
+    if [[ $1 == agent* ]]; then
         local i
         for i in $(seq 1 100); do
             nsx "$AGENT" health --admin-port 9901 && break
             sleep 0.1
         done
-        nsx "$AGENT" health --admin-port 9901 || die "agent not LIVE (log: $RUN/agent.log)"
+        nsx "$AGENT" health --admin-port 9901 || die "agent not LIVE (log: $RUN/$1.log)"
     fi
     case $(cat "/proc/$pid/comm") in
         taskmesh-agent | nginx | haproxy) ;;
@@ -322,6 +333,19 @@ measure_tcp() {
     log "$name tcp: $(python3 -c "print(round($bps / 1e9, 2))") Gbit/s cpu_s=$cpu"
 }
 
+# The tracing agent's span counters: every request was sampled, so exported + dropped should be
+# about the requests served; a run with no exported span did not measure tracing at all.
+trace_stats() {
+    local prom exported dropped failures
+    prom=$(nsx curl -s http://127.0.0.1:9901/stats/prometheus) || die "agent-trace: no /stats/prometheus"
+    exported=$(awk '$1 == "taskmesh_trace_spans_exported_total{exporter=\"otlp\"}" { print $2 }' <<<"$prom")
+    dropped=$(awk '$1 == "taskmesh_trace_spans_dropped_total" { print $2 }' <<<"$prom")
+    failures=$(awk '$1 == "taskmesh_trace_export_failures_total{exporter=\"otlp\"}" { print $2 }' <<<"$prom")
+    [[ -n $exported && $exported -gt 0 ]] || die "agent-trace exported no span (log: $RUN/agent-trace.log)"
+    record kind:=trace proxy:=agent-trace exported="$exported" dropped="${dropped:-0}" failures="${failures:-0}"
+    log "agent-trace: $exported spans exported, ${dropped:-0} dropped, ${failures:-0} failed exports"
+}
+
 # ---- 5. the runs ------------------------------------------------------------------------------
 load1() { cut -d' ' -f1 /proc/loadavg; }
 load_high() { python3 -c "import sys; sys.exit(0 if $(load1) >= $LOAD_MAX else 1)"; }
@@ -348,7 +372,11 @@ for name in $PROXIES; do
     log "$name: idle RSS ${idle:-n/a} kB, $v2 of 200 requests to v2"
     for c in $CONNS; do measure_wrk "$name" "$h1" "$c"; done
     measure_h2 "$name" "$h2"
-    measure_tcp "$name" "$tcp"
+    if [[ $name == agent-trace ]]; then
+        trace_stats
+    else
+        measure_tcp "$name" "$tcp"
+    fi
     stop_proxy
 done
 LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)

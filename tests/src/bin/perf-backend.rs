@@ -7,13 +7,18 @@
 //!
 //! Usage: `perf-backend ADDR...` (e.g. `127.0.0.1:18081 127.0.0.1:18082`). It prints
 //! `ready` on stdout once every address is bound and runs until killed.
+//!
+//! It is also the benchmark's OTLP/HTTP sink (the "agent + tracing" run points
+//! `TASKMESH_OTLP_ENDPOINT` at one on 127.0.0.1:4318): a POST's body is read to its end (so the
+//! exporter's keep-alive connection stays reusable) and answered `200`, which an OTLP/HTTP
+//! exporter takes as success; the spans are not decoded.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
 use bytes::Bytes;
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
 use hyper::service::service_fn;
@@ -110,9 +115,12 @@ async fn accept_loop(listener: TcpListener, name: HeaderValue) {
 }
 
 async fn answer(
-    _req: Request<Incoming>,
+    req: Request<Incoming>,
     name: HeaderValue,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
+    if req.method() == hyper::Method::POST {
+        let _ = req.into_body().collect().await;
+    }
     let mut r = Response::new(Full::new(Bytes::from_static(BODY)));
     let h = r.headers_mut();
     h.insert(
