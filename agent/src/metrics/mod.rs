@@ -158,6 +158,11 @@ impl RouteStats {
         self.connect_failures.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// The label set's target node (ingress: this node).
+    pub fn target_node(&self) -> &str {
+        &self.target_node
+    }
+
     /// Requests counted so far.
     pub fn requests(&self) -> u64 {
         self.requests.load(Ordering::Relaxed)

@@ -147,7 +147,6 @@ async fn handle(conn: &Conn, mut req: Request<Incoming>) -> Response<Counted<Pro
     if grpc {
         conn.stats.grpc_request();
     }
-    let node = shared.config.load();
     let mut span = shared.tracer.start_span(
         hop,
         crate::trace::SpanStart {
@@ -161,14 +160,13 @@ async fn handle(conn: &Conn, mut req: Request<Incoming>) -> Response<Counted<Pro
             path: path.as_ref().map(|p| p.as_str()).unwrap_or("/"),
             virtual_service: "",
             route: "",
-            target_node: node.as_ref().map(|c| c.table.node_name()).unwrap_or(""),
+            target_node: conn.stats.target_node(),
             endpoint: Some(conn.app),
             client: Some(conn.peer.ip()),
             grpc,
         },
         &mut req,
     );
-    drop(node);
     let (resp, flags) = match http_forward::prepare_request(&mut req, conn.peer.ip(), conn.app) {
         Err(_) => (
             local_response(StatusCode::BAD_REQUEST, "malformed request\n"),
