@@ -7,6 +7,8 @@
 //! retried after [`MIN_TTL`]. IP literals and `localhost` never touch DNS. Cloud Map targets
 //! are looked up with the Cloud Map API (`cloudmap.rs`: DiscoverInstances, attribute filters,
 //! periodic refresh), not DNS, so HTTP namespaces and attribute filters work as in App Mesh.
+//! [`Resolver::endpoints`] hands the whole endpoint set to the cluster layer
+//! (`crate::cluster`); for DNS as one shared list per answer and port.
 
 pub mod cloudmap;
 
@@ -17,7 +19,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use hickory_resolver::config::{
     ConnectionConfig, LookupIpStrategy, NameServerConfig, ResolveHosts, ResolverConfig,
 };
@@ -60,6 +62,49 @@ pub enum DiscoveryError {
 struct Answer {
     addrs: Arc<[IpAddr]>,
     expires: Instant,
+    /// The last socket-address list built from `addrs` (see [`Resolver::endpoints`]), so the
+    /// per-request path hands out the same `Arc` instead of building a new list.
+    sockets: ArcSwapOption<Sockets>,
+}
+
+/// `addrs` (all, or the first only) with `port`.
+struct Sockets {
+    port: u16,
+    all: bool,
+    list: Arc<[SocketAddr]>,
+}
+
+impl Answer {
+    fn new(addrs: Arc<[IpAddr]>, expires: Instant) -> Answer {
+        Answer {
+            addrs,
+            expires,
+            sockets: ArcSwapOption::empty(),
+        }
+    }
+
+    /// Every address (`all`) or the first, on `port`; built once per (answer, port, all).
+    fn sockets(&self, port: u16, all: bool) -> Arc<[SocketAddr]> {
+        if let Some(s) = self.sockets.load().as_ref()
+            && s.port == port
+            && s.all == all
+        {
+            return s.list.clone();
+        }
+        let n = if all { self.addrs.len() } else { 1 };
+        let list: Arc<[SocketAddr]> = self
+            .addrs
+            .iter()
+            .take(n)
+            .map(|ip| SocketAddr::new(*ip, port))
+            .collect();
+        self.sockets.store(Some(Arc::new(Sockets {
+            port,
+            all,
+            list: list.clone(),
+        })));
+        list
+    }
 }
 
 /// The cached state of one hostname.
@@ -167,6 +212,47 @@ impl Resolver {
         }
     }
 
+    /// Every endpoint of `discovery` on `port`: all cached addresses for DNS `ENDPOINTS` and
+    /// every Cloud Map instance, the first address for `LOADBALANCER`. Served from the caches
+    /// like [`Self::pick`]; for DNS, while the answer does not change the same list (`Arc`) is
+    /// returned without allocating (IP literals and `localhost` are cached too: they never
+    /// expire and never touch DNS).
+    pub async fn endpoints(
+        &self,
+        discovery: &Discovery,
+        port: u16,
+    ) -> Result<Arc<[SocketAddr]>, DiscoveryError> {
+        match discovery {
+            Discovery::Dns {
+                hostname,
+                response_type,
+            } => {
+                let all = matches!(response_type, DnsResponseType::Endpoints);
+                let slot = self.slot(hostname).await?;
+                Ok(slot.answer.load().sockets(port, all))
+            }
+            Discovery::CloudMap {
+                namespace,
+                service,
+                attributes,
+            } => {
+                let addrs = self
+                    .cloud_map
+                    .instances(namespace, service, attributes)
+                    .await?;
+                if addrs.is_empty() {
+                    return Err(DiscoveryError::Resolve {
+                        host: format!("cloudmap:{namespace}/{service}"),
+                        why: "Cloud Map lists no instance with an AWS_INSTANCE_IPV4/IPV6 address"
+                            .into(),
+                    });
+                }
+                Ok(addrs.iter().map(|ip| SocketAddr::new(*ip, port)).collect())
+            }
+            Discovery::None => Err(DiscoveryError::NoDiscovery),
+        }
+    }
+
     /// An address of `host`: the first one, or round-robin over all when `all`. Only the first
     /// resolution of a name waits for DNS; later ones are served from the cache (stale answers
     /// while a background refresh runs).
@@ -177,6 +263,19 @@ impl Resolver {
         if is_localhost(host) {
             return Ok(IpAddr::V4(Ipv4Addr::LOCALHOST));
         }
+        let slot = self.slot(host).await?;
+        let answer = slot.answer.load();
+        let i = if all {
+            slot.next.fetch_add(1, Ordering::Relaxed) % answer.addrs.len()
+        } else {
+            0
+        };
+        Ok(answer.addrs[i])
+    }
+
+    /// The cache slot of `host`, resolving it first if it is new. IP literals and `localhost`
+    /// get a slot that never expires.
+    async fn slot(&self, host: &str) -> Result<Arc<Slot>, DiscoveryError> {
         let cached = self
             .inner
             .cache
@@ -192,7 +291,10 @@ impl Resolver {
                 slot
             }
             None => {
-                let answer = self.inner.lookup(host).await?;
+                let answer = match static_addr(host) {
+                    Some(ip) => Answer::new(Arc::new([ip]), far_future()),
+                    None => self.inner.lookup(host).await?,
+                };
                 let fresh = Arc::new(Slot {
                     answer: ArcSwap::from_pointee(answer),
                     refreshing: AtomicBool::new(false),
@@ -204,13 +306,7 @@ impl Resolver {
                 }
             }
         };
-        let answer = slot.answer.load();
-        let i = if all {
-            slot.next.fetch_add(1, Ordering::Relaxed) % answer.addrs.len()
-        } else {
-            0
-        };
-        Ok(answer.addrs[i])
+        Ok(slot)
     }
 
     fn spawn_refresh(&self, host: &str, slot: Arc<Slot>) {
@@ -223,10 +319,8 @@ impl Resolver {
                     inner.refresh_failures.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(host, error = %err, "re-resolution failed; keeping last answer");
                     let addrs = slot.answer.load().addrs.clone();
-                    slot.answer.store(Arc::new(Answer {
-                        addrs,
-                        expires: Instant::now() + MIN_TTL,
-                    }));
+                    slot.answer
+                        .store(Arc::new(Answer::new(addrs, Instant::now() + MIN_TTL)));
                 }
             }
             slot.refreshing.store(false, Ordering::Release);
@@ -244,10 +338,7 @@ impl Inner {
         if let Some(path) = &self.hosts_file
             && let Some(addrs) = hosts_lookup(path, host).await
         {
-            return Ok(Answer {
-                addrs: addrs.into(),
-                expires: Instant::now() + HOSTS_TTL,
-            });
+            return Ok(Answer::new(addrs.into(), Instant::now() + HOSTS_TTL));
         }
         let lookup = self
             .dns()
@@ -264,10 +355,7 @@ impl Inner {
             .valid_until()
             .saturating_duration_since(now)
             .clamp(MIN_TTL, MAX_TTL);
-        Ok(Answer {
-            addrs: addrs.into(),
-            expires: now + ttl,
-        })
+        Ok(Answer::new(addrs.into(), now + ttl))
     }
 
     /// The hickory resolver, built on first use (a failure is retried on the next lookup).
@@ -307,6 +395,21 @@ impl Inner {
         let resolver = builder.build()?;
         Ok(self.dns.get_or_init(|| resolver))
     }
+}
+
+/// The address of an IP literal or `localhost`, which never need DNS.
+fn static_addr(host: &str) -> Option<IpAddr> {
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        return Some(ip);
+    }
+    is_localhost(host).then_some(IpAddr::V4(Ipv4Addr::LOCALHOST))
+}
+
+/// An expiry that is never reached (static answers).
+fn far_future() -> Instant {
+    let now = Instant::now();
+    now.checked_add(Duration::from_secs(100 * 365 * 86_400))
+        .unwrap_or(now + MAX_TTL)
 }
 
 /// `localhost` and names under it (RFC 6761) are the loopback address.
@@ -377,6 +480,51 @@ mod tests {
         let r = Resolver::default();
         assert!(r.pick("localhost", false).await.unwrap().is_loopback());
         assert!(r.pick("no-such-host.invalid", false).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn endpoints_list_every_address_and_reuse_the_list() {
+        let dir = tempfile::tempdir().unwrap();
+        let hosts = dir.path().join("hosts");
+        std::fs::write(&hosts, "10.0.0.1 svc.test\n10.0.0.2 svc.test\n").unwrap();
+        let r = Resolver::with_name_servers(&["127.0.0.1:9".parse().unwrap()], Some(&hosts));
+        let dns = |name: &str, response_type| Discovery::Dns {
+            hostname: name.into(),
+            response_type,
+        };
+        let all = dns("svc.test", DnsResponseType::Endpoints);
+        let a = r.endpoints(&all, 80).await.unwrap();
+        let want: Vec<SocketAddr> = vec![
+            "10.0.0.1:80".parse().unwrap(),
+            "10.0.0.2:80".parse().unwrap(),
+        ];
+        assert_eq!(&a[..], &want[..]);
+        assert!(
+            Arc::ptr_eq(&a, &r.endpoints(&all, 80).await.unwrap()),
+            "list rebuilt"
+        );
+        let lb = dns("svc.test", DnsResponseType::LoadBalancer);
+        assert_eq!(
+            &r.endpoints(&lb, 81).await.unwrap()[..],
+            &want[..1]
+                .iter()
+                .map(|a| SocketAddr::new(a.ip(), 81))
+                .collect::<Vec<_>>()[..]
+        );
+        let literal = dns("127.0.0.1", DnsResponseType::LoadBalancer);
+        let l1 = r.endpoints(&literal, 9080).await.unwrap();
+        assert_eq!(
+            &l1[..],
+            &["127.0.0.1:9080".parse::<SocketAddr>().unwrap()][..]
+        );
+        assert!(Arc::ptr_eq(
+            &l1,
+            &r.endpoints(&literal, 9080).await.unwrap()
+        ));
+        assert!(matches!(
+            r.endpoints(&Discovery::None, 80).await,
+            Err(DiscoveryError::NoDiscovery)
+        ));
     }
 
     #[test]
