@@ -36,6 +36,8 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     /// DNS cache.
     pub resolver: Resolver,
+    /// Endpoint sets of the target nodes (balancing, outlier detection, retry budgets).
+    pub clusters: crate::cluster::Clusters,
     /// Upstream keep-alive pool.
     pub pool: UpstreamPool,
     /// Access log writer.
@@ -107,6 +109,16 @@ pub struct AgentHandle {
 impl Agent {
     /// Binds listeners (port 0 = ephemeral), loads the cached document, starts the reload loop.
     pub async fn start(settings: Settings) -> Result<AgentHandle, StartError> {
+        Agent::start_with_resolver(settings, Resolver::default()).await
+    }
+
+    /// [`Agent::start`] with DNS endpoints found by `resolver` (e.g. one reading a test's hosts
+    /// file or asking a test's DNS server) instead of the system's; Cloud Map settings still
+    /// come from `settings`.
+    pub async fn start_with_resolver(
+        settings: Settings,
+        resolver: Resolver,
+    ) -> Result<AgentHandle, StartError> {
         let node_id = settings
             .node_identity()
             .ok_or(StartError::NoNode)?
@@ -154,13 +166,12 @@ impl Agent {
             addr(&admin, "admin")?,
         );
 
-        let resolver =
-            Resolver::default().with_cloud_map(crate::discovery::cloudmap::CloudMapSettings {
-                endpoint: settings.cloudmap_endpoint.clone().filter(|e| !e.is_empty()),
-                refresh: Some(Duration::from_secs(
-                    settings.cloudmap_refresh_seconds.max(1),
-                )),
-            });
+        let resolver = resolver.with_cloud_map(crate::discovery::cloudmap::CloudMapSettings {
+            endpoint: settings.cloudmap_endpoint.clone().filter(|e| !e.is_empty()),
+            refresh: Some(Duration::from_secs(
+                settings.cloudmap_refresh_seconds.max(1),
+            )),
+        });
         let metrics = Arc::new(Metrics::default());
         let mut tasks = Vec::new();
         let tracer = match &trace {
@@ -187,6 +198,7 @@ impl Agent {
             config: ArcSwapOption::empty(),
             metrics,
             resolver,
+            clusters: crate::cluster::Clusters::default(),
             access_log: AccessLog::default(),
             tracer,
             started: Instant::now(),

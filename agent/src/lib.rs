@@ -5,13 +5,14 @@
 //!
 //! Layout, one file per role in the traffic path: [`config`] (settings, sources, cache, reload),
 //! [`state`] (lifecycle), [`proxy`] (egress, ingress, tcp, forwarding, pool, limits),
-//! [`discovery`] (endpoints), [`admin`], [`metrics`], [`access_log`], [`trace`] (trace-context
-//! propagation, spans, OTLP and X-Ray export), and [`agent`] which wires them together
-//! ([`Agent::start`]).
+//! [`discovery`] (endpoints), [`cluster`] (endpoint sets: balancing, outlier detection,
+//! retries), [`admin`], [`metrics`], [`access_log`], [`trace`] (trace-context propagation,
+//! spans, OTLP and X-Ray export), and [`agent`] which wires them together ([`Agent::start`]).
 
 pub mod access_log;
 pub mod admin;
 pub mod agent;
+pub mod cluster;
 pub mod config;
 pub mod discovery;
 pub mod metrics;

@@ -1,6 +1,7 @@
 //! The admin server (127.0.0.1:9901 by default), Envoy-compatible where users rely on it:
 //! `GET /ready`, `GET /server_info` (`"state": "LIVE"` …), `GET /stats/prometheus`
-//! (`/stats?format=prometheus`), `GET /config_dump`, `GET /clusters`, `POST /drain_listeners`,
+//! (`/stats?format=prometheus`), `GET /config_dump`, `GET /clusters` (JSON, with each target's
+//! endpoints and outlier state; `?format=text` for Envoy's lines), `POST /drain_listeners`,
 //! `POST /healthcheck/fail`, and `GET /graph` (the live mesh as DOT or Mermaid with per-edge
 //! request rates and error ratios, [`graph`]). It keeps answering while the agent drains.
 
@@ -95,6 +96,9 @@ pub fn handle(shared: &Shared, req: Request<Incoming>) -> Response<Full<Bytes>> 
             };
             json_response(StatusCode::OK, &v)
         }
+        (&Method::GET, "/clusters") if query.contains("format=text") => {
+            respond(StatusCode::OK, "text/plain", clusters_text(shared))
+        }
         (&Method::GET, "/clusters") => json_response(StatusCode::OK, &clusters(shared)),
         (&Method::GET, "/graph") => match graph::render(shared, query) {
             Ok((ctype, text)) => respond(StatusCode::OK, ctype, text),
@@ -149,6 +153,7 @@ fn prometheus(shared: &Shared) -> Response<Full<Bytes>> {
         shared.resolver.refresh_failures(),
         shared.resolver.cloud_map().refresh_failures(),
     );
+    shared.clusters.render_prometheus(&mut text);
     respond(StatusCode::OK, "text/plain; version=0.0.4", text)
 }
 
@@ -179,6 +184,23 @@ pub fn server_info(shared: &Shared) -> serde_json::Value {
     })
 }
 
+/// Envoy's text `/clusters` (`?format=text`): `<cluster>::<host>::<stat>::<value>` lines.
+fn clusters_text(shared: &Shared) -> String {
+    let cfg = shared.config.load();
+    let mesh = cfg.as_ref().map(|c| c.table.mesh_name().to_string());
+    shared.clusters.admin_text(|node, port| {
+        let protocol = cfg
+            .as_ref()
+            .and_then(|c| c.table.targets().iter().find(|t| &*t.name == node))
+            .and_then(|t| t.listener(port))
+            .map_or("http", |l| l.protocol.as_str());
+        format!(
+            "cds_egress_{}_{node}_{protocol}_{port}",
+            mesh.as_deref().unwrap_or("")
+        )
+    })
+}
+
 fn clusters(shared: &Shared) -> serde_json::Value {
     let cfg = shared.config.load();
     let Some(c) = cfg.as_ref() else {
@@ -198,13 +220,20 @@ fn clusters(shared: &Shared) -> serde_json::Value {
                 }),
                 taskmesh_mesh::Discovery::None => serde_json::Value::Null,
             };
-            json!({
+            let mut v = json!({
                 "name": format!("cds_egress_{}_{}_{}_{}", c.table.mesh_name(), t.name, t.protocol.as_str(), t.port),
                 "virtualNode": &*t.name,
                 "port": t.port,
                 "protocol": t.protocol.as_str(),
                 "serviceDiscovery": discovery,
-            })
+            });
+            // Endpoints, their counters and outlier state (`crate::cluster::stats`).
+            if let (Some(obj), serde_json::Value::Object(extra)) =
+                (v.as_object_mut(), shared.clusters.admin_json(&t.name))
+            {
+                obj.extend(extra);
+            }
+            v
         })
         .collect();
     json!({"clusters": clusters, "egressFilter": format!("{:?}", c.table.egress_filter())})

@@ -1,6 +1,7 @@
 //! Endpoint discovery for target nodes: DNS names resolved with hickory-resolver and cached for
 //! the records' TTL (clamped to [`MIN_TTL`]..=[`MAX_TTL`]); `LOADBALANCER` uses the first
-//! address, `ENDPOINTS` spreads round-robin over every address. The hosts file is read on every
+//! address, `ENDPOINTS` every address ([`Resolver::pick`] spreads round-robin; routed traffic
+//! balances over [`Resolver::endpoints`] in `crate::cluster`). The hosts file is read on every
 //! resolution (so edits and `ip netns exec`'s `/etc/netns/<ns>/hosts` are seen) and its answers
 //! live [`HOSTS_TTL`]. An expired answer is still served while one background refresh runs; a
 //! failed refresh keeps the last good answer, is counted ([`Resolver::refresh_failures`]) and
@@ -8,7 +9,7 @@
 //! are looked up with the Cloud Map API (`cloudmap.rs`: DiscoverInstances, attribute filters,
 //! periodic refresh), not DNS, so HTTP namespaces and attribute filters work as in App Mesh.
 //! [`Resolver::endpoints`] hands the whole endpoint set to the cluster layer
-//! (`crate::cluster`); for DNS as one shared list per answer and port.
+//! (`crate::cluster`) as one shared list per answer and port.
 
 pub mod cloudmap;
 
@@ -214,9 +215,8 @@ impl Resolver {
 
     /// Every endpoint of `discovery` on `port`: all cached addresses for DNS `ENDPOINTS` and
     /// every Cloud Map instance, the first address for `LOADBALANCER`. Served from the caches
-    /// like [`Self::pick`]; for DNS, while the answer does not change the same list (`Arc`) is
-    /// returned without allocating (IP literals and `localhost` are cached too: they never
-    /// expire and never touch DNS).
+    /// like [`Self::pick`]; while the answer does not change the same list (`Arc`) is returned
+    /// (IP literals and `localhost` are cached too: they never expire and never touch DNS).
     pub async fn endpoints(
         &self,
         discovery: &Discovery,
@@ -236,18 +236,9 @@ impl Resolver {
                 service,
                 attributes,
             } => {
-                let addrs = self
-                    .cloud_map
-                    .instances(namespace, service, attributes)
-                    .await?;
-                if addrs.is_empty() {
-                    return Err(DiscoveryError::Resolve {
-                        host: format!("cloudmap:{namespace}/{service}"),
-                        why: "Cloud Map lists no instance with an AWS_INSTANCE_IPV4/IPV6 address"
-                            .into(),
-                    });
-                }
-                Ok(addrs.iter().map(|ip| SocketAddr::new(*ip, port)).collect())
+                self.cloud_map
+                    .endpoints(namespace, service, attributes, port)
+                    .await
             }
             Discovery::None => Err(DiscoveryError::NoDiscovery),
         }

@@ -11,7 +11,6 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use http::{Request, Response, StatusCode, header};
-use http_body_util::Either;
 use hyper::body::Incoming;
 use taskmesh_mesh::{EgressFilter, HttpRequestView, HttpRouting, RouteTable, TcpRouting};
 use tokio::net::TcpStream;
@@ -54,18 +53,28 @@ pub async fn serve_connection(
             });
             stats.request();
             let start = Instant::now();
-            match shared.resolver.endpoint(&target.discovery, port).await {
-                Ok(up) => {
+            match shared.clusters.route(&shared.resolver, target, port).await {
+                Ok(routed) => {
+                    // The endpoint counts this connection in flight until it ends.
+                    let attempt = routed.take_first();
+                    let up = routed.first_addr;
                     let forwarded = match cfg.tls.client(m.virtual_service, port) {
                         Some(tls) => tls.forward_tcp(stream, up).await,
                         None => tcp::forward(stream, up).await,
                     };
-                    match forwarded {
-                        Ok(_) => stats.response(200, start.elapsed()),
+                    let outcome = match forwarded {
+                        Ok(_) => {
+                            stats.response(200, start.elapsed());
+                            crate::cluster::outlier::Outcome::Success
+                        }
                         Err(e) => {
                             stats.connect_failure();
                             tracing::warn!(upstream = %up, error = %e, "tcp route forwarding failed");
+                            crate::cluster::outlier::Outcome::ServerError
                         }
+                    };
+                    if let Some(a) = attempt {
+                        routed.cluster.report(&a, outcome, routed.outlier.as_ref());
                     }
                 }
                 Err(e) => tracing::warn!(target_node = &*target.name, error = %e, "no endpoint"),
@@ -132,8 +141,8 @@ struct Decision<'t> {
     retry_policy: Option<&'t taskmesh_mesh::RetryPolicy>,
     /// Whether the upstream speaks HTTP/2 (target listener `http2` or `grpc`).
     h2: bool,
-    /// Where retries look for another endpoint (routed targets only).
-    retry_target: Option<(&'t taskmesh_mesh::Discovery, u16)>,
+    /// The target's endpoint set and first pick (routed targets only; retries pick from it).
+    routed: Option<crate::cluster::Routed>,
     /// The backend's client TLS policy, when it applies to the target port.
     tls: Option<Arc<crate::tls::client::ClientPolicy>>,
     /// Retries made so far (for the span).
@@ -235,7 +244,7 @@ async fn forward(
             "DI",
         );
     }
-    let attempts = attempts(shared, d, req, up);
+    let attempts = attempts(shared, d, req);
     match d.timeout {
         Some(t) => match tokio::time::timeout(t, attempts).await {
             Ok(r) => r,
@@ -248,149 +257,33 @@ async fn forward(
     }
 }
 
-/// What a retry needs to rebuild a request without a body.
-struct Replay {
-    method: http::Method,
-    path_and_query: http::uri::PathAndQuery,
-    headers: http::HeaderMap,
-}
-
-/// A request can be replayed when it has no body (streamed bodies are never buffered).
-fn replayable(req: &Request<Incoming>) -> bool {
-    let h = req.headers();
-    !h.contains_key(header::TRANSFER_ENCODING)
-        && h.get(header::CONTENT_LENGTH)
-            .is_none_or(|v| v.as_bytes() == b"0")
-}
-
-/// Sends the request, retrying as the route's retry policy says (App Mesh's implicit default
-/// policy when the route has none: 2 retries on 503, connect failure and reset). Only requests
-/// without a body are retried; each retry asks discovery again (another endpoint for
-/// `ENDPOINTS`) after a short backoff.
+/// Sends the request with the route's retries (`crate::cluster::retry`: the route policy or
+/// App Mesh's implicit default, endpoints not yet tried, retry budget, small bodies replayed).
 async fn attempts(
     shared: &Shared,
     d: &Decision<'_>,
     mut req: Request<Incoming>,
-    up: SocketAddr,
 ) -> (Response<ProxyBody>, &'static str) {
-    let default_policy;
-    let policy = match (d.retry_policy, d.retry_target) {
-        (Some(p), Some(_)) => Some(p),
-        (None, Some(_)) => {
-            default_policy = taskmesh_mesh::RetryPolicy::app_mesh_default();
-            Some(&default_policy)
-        }
-        _ => None,
-    };
-    let replay = (policy.is_some_and(|p| p.max_retries > 0) && replayable(&req)).then(|| Replay {
-        method: req.method().clone(),
-        path_and_query: req
-            .uri()
-            .path_and_query()
-            .cloned()
-            .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
-        headers: req.headers().clone(),
-    });
-    let max = match (&replay, policy) {
-        (Some(_), Some(p)) => p.max_retries,
-        _ => 0,
-    };
-    let per_try = policy.and_then(|p| p.per_retry_timeout).filter(|_| max > 0);
+    // The client's body is counted once, as it is read (a replayed retry does not count again).
     let span_bytes = req
         .extensions_mut()
         .remove::<crate::trace::RequestBytes>()
         .map(|b| b.0);
-    let mut req = req.map(|b| Either::Left(Counted::request(b, d.stats.clone(), span_bytes)));
-    let mut attempt = 0u32;
-    loop {
-        let send = async {
+    let req = req.map(|b| Counted::request(b, d.stats.clone(), span_bytes));
+    crate::cluster::retry::run(
+        d.routed.as_ref(),
+        d.retry_policy,
+        &d.stats,
+        &d.retries,
+        req,
+        |r| async move {
             match &d.tls {
-                Some(tls) => tls.send(req, d.h2).await,
-                None => shared.pool.send(req, d.h2).await,
+                Some(tls) => tls.send(r, d.h2).await,
+                None => shared.pool.send(r, d.h2).await,
             }
-        };
-        let result = match per_try {
-            Some(t) => tokio::time::timeout(t, send).await.ok(),
-            None => Some(send.await),
-        };
-        let can_retry = attempt < max;
-        let outcome = match result {
-            Some(Ok(resp)) => {
-                let status = resp.status().as_u16();
-                let retry = can_retry && policy.is_some_and(|p| p.status_codes.contains(&status));
-                if !retry {
-                    let (mut parts, body) = resp.into_parts();
-                    http_forward::prepare_response(&mut parts.headers);
-                    return (Response::from_parts(parts, Either::Left(body)), "-");
-                }
-                (
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "retries exhausted\n",
-                    "URX",
-                )
-            }
-            Some(Err(e)) if e.is_connect() => {
-                d.stats.connect_failure();
-                tracing::warn!(error = %e, attempt, "upstream connect failure");
-                let msg = if e.is_tls() {
-                    "upstream connect error: TLS handshake failed\n"
-                } else {
-                    "upstream connect error\n"
-                };
-                if !(can_retry && policy.is_some_and(|p| p.on_connect_failure)) {
-                    return (local_response(StatusCode::SERVICE_UNAVAILABLE, msg), "UF");
-                }
-                (StatusCode::SERVICE_UNAVAILABLE, msg, "UF")
-            }
-            Some(Err(e)) => {
-                tracing::warn!(error = %e, attempt, "upstream request failed");
-                if !(can_retry && policy.is_some_and(|p| p.on_reset)) {
-                    return (
-                        local_response(StatusCode::BAD_GATEWAY, "upstream request failed\n"),
-                        "UC",
-                    );
-                }
-                (StatusCode::BAD_GATEWAY, "upstream request failed\n", "UC")
-            }
-            None => {
-                if !can_retry {
-                    return (
-                        local_response(StatusCode::GATEWAY_TIMEOUT, "upstream request timeout\n"),
-                        "UT",
-                    );
-                }
-                (
-                    StatusCode::GATEWAY_TIMEOUT,
-                    "upstream request timeout\n",
-                    "UT",
-                )
-            }
-        };
-        let (Some(r), Some((discovery, port))) = (&replay, d.retry_target) else {
-            return (local_response(outcome.0, outcome.1), outcome.2);
-        };
-        attempt += 1;
-        d.retries.store(attempt, Ordering::Relaxed);
-        tokio::time::sleep(std::time::Duration::from_millis(25 * u64::from(attempt))).await;
-        let next = shared
-            .resolver
-            .endpoint(discovery, port)
-            .await
-            .unwrap_or(up);
-        let uri = http::Uri::builder()
-            .scheme(http::uri::Scheme::HTTP)
-            .authority(next.to_string().as_str())
-            .path_and_query(r.path_and_query.clone())
-            .build();
-        let Ok(uri) = uri else {
-            return (local_response(outcome.0, outcome.1), outcome.2);
-        };
-        let mut again = Request::new(Either::Right(http_body_util::Empty::new()));
-        *again.method_mut() = r.method.clone();
-        *again.uri_mut() = uri;
-        *again.headers_mut() = r.headers.clone();
-        req = again;
-    }
+        },
+    )
+    .await
 }
 
 async fn decide<'t>(
@@ -421,9 +314,9 @@ async fn decide<'t>(
             let stats = route_stats(shared, cfg, m.route as *const _ as usize, t.node, || {
                 (m.virtual_service, &m.route.name, &target.name)
             });
-            let upstream = shared
-                .resolver
-                .endpoint(&target.discovery, port)
+            let routed = shared
+                .clusters
+                .route(&shared.resolver, target, port)
                 .await
                 .map_err(|e| {
                     tracing::warn!(target_node = &*target.name, error = %e, "no healthy upstream");
@@ -433,6 +326,7 @@ async fn decide<'t>(
                         "UH",
                     )
                 });
+            let upstream = routed.as_ref().map(|r| r.first_addr).map_err(|e| *e);
             Decision {
                 upstream,
                 virtual_service: m.virtual_service,
@@ -448,7 +342,7 @@ async fn decide<'t>(
                         .find(|l| l.port == port)
                         .map_or(target.protocol, |l| l.protocol),
                 ),
-                retry_target: Some((&target.discovery, port)),
+                routed: routed.ok(),
                 tls: cfg.tls.client(m.virtual_service, port).cloned(),
                 retries: AtomicU32::new(0),
             }
@@ -468,7 +362,7 @@ async fn decide<'t>(
             timeout: None,
             retry_policy: None,
             h2: false,
-            retry_target: None,
+            routed: None,
             tls: None,
             retries: AtomicU32::new(0),
         },
@@ -511,7 +405,7 @@ async fn decide<'t>(
                 timeout: None,
                 retry_policy: None,
                 h2: false,
-                retry_target: None,
+                routed: None,
                 tls: None,
                 retries: AtomicU32::new(0),
             }

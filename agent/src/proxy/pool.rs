@@ -3,9 +3,8 @@
 
 use std::time::Duration;
 
-use bytes::Bytes;
 use http::{Request, Response};
-use http_body_util::{Either, Empty};
+use http_body_util::Either;
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -61,9 +60,9 @@ impl UpstreamError {
     }
 }
 
-/// Body of an upstream request: the client's stream (its bytes counted), or nothing (replayed
-/// retries).
-pub type UpstreamBody = Either<super::body::Counted<Incoming>, Empty<Bytes>>;
+/// Body of an upstream request: the client's stream (its bytes counted), or a replayable one
+/// (retries, and requests whose small body is kept for them: `crate::cluster::replay`).
+pub type UpstreamBody = Either<super::body::Counted<Incoming>, crate::cluster::replay::ReplayBody>;
 
 /// Pooled upstream client.
 #[derive(Clone)]

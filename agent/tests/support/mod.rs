@@ -2,6 +2,7 @@
 //! a keep-alive HTTP client, mesh-document writers, agent start-up helpers, and a moto server.
 #![allow(dead_code)]
 
+pub mod endpoints;
 pub mod moto;
 
 use std::convert::Infallible;

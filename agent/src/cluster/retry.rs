@@ -1,0 +1,304 @@
+//! The attempts of one routed request: the route's `retryPolicy`, else App Mesh's implicit
+//! default (2 retries on 503, gRPC UNAVAILABLE, connect failure, refused stream and reset).
+//! A retry happens when the policy names the outcome (HTTP status, `grpc-status` in the response
+//! headers — a trailers-only gRPC answer —, connect failure, reset, refused HTTP/2 stream,
+//! per-try timeout), retries are
+//! left, the request can be sent again (no body, or a body still within
+//! [`super::replay::RETRY_BUFFER_BYTES`]), and the cluster's retry budget allows it: at most
+//! max([`MIN_RETRY_CONCURRENCY`], [`BUDGET_PERCENT`] % of its active requests) retries in flight
+//! at once (Envoy's default budget), so retries cannot multiply load in an outage; a retry over
+//! budget is not made and is counted. Each retry waits a short back-off and picks an endpoint
+//! the request has not tried yet. Every attempt's outcome feeds outlier detection.
+
+use std::future::Future;
+use std::sync::LazyLock;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use http::{HeaderMap, Request, Response, StatusCode};
+use http_body::Body;
+use http_body_util::Either;
+use hyper::body::Incoming;
+use taskmesh_mesh::RetryPolicy;
+
+use super::balance::Tried;
+use super::outlier::Outcome;
+use super::replay::{RETRY_BUFFER_BYTES, Replay, ReplayBody};
+use super::{Cluster, InFlight, Routed};
+use crate::metrics::RouteStats;
+use crate::proxy::body::Counted;
+use crate::proxy::pool::{UpstreamBody, UpstreamError};
+use crate::proxy::{ProxyBody, http_forward, local_response};
+
+/// Retries always allowed in flight per cluster (Envoy's `min_retry_concurrency`).
+pub const MIN_RETRY_CONCURRENCY: u64 = 3;
+/// Share of a cluster's active requests that may be retries (Envoy's `budget_percent`).
+pub const BUDGET_PERCENT: u64 = 20;
+/// Back-off before retry n: n × this.
+pub const BACKOFF_STEP: Duration = Duration::from_millis(25);
+
+/// App Mesh's implicit policy, built once.
+static APP_MESH_DEFAULT: LazyLock<RetryPolicy> = LazyLock::new(RetryPolicy::app_mesh_default);
+
+/// A routed request in flight (counted for the retry budget while alive).
+struct ActiveRequest<'a>(&'a Cluster);
+
+impl Drop for ActiveRequest<'_> {
+    fn drop(&mut self) {
+        self.0.active_requests.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A retry attempt in flight under the budget.
+struct RetryToken<'a>(&'a Cluster);
+
+impl Drop for RetryToken<'_> {
+    fn drop(&mut self) {
+        self.0.active_retries.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Cluster {
+    fn request_started(&self) -> ActiveRequest<'_> {
+        self.active_requests.fetch_add(1, Ordering::Relaxed);
+        ActiveRequest(self)
+    }
+
+    /// A slot for one more retry, or `None` (counted) when the budget is spent.
+    fn try_retry(&self) -> Option<RetryToken<'_>> {
+        let active = self.active_requests.load(Ordering::Relaxed);
+        let budget = MIN_RETRY_CONCURRENCY.max(active * BUDGET_PERCENT / 100);
+        if self.active_retries.fetch_add(1, Ordering::Relaxed) >= budget {
+            self.active_retries.fetch_sub(1, Ordering::Relaxed);
+            self.stats.retry_overflow.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        self.stats.retries.fetch_add(1, Ordering::Relaxed);
+        Some(RetryToken(self))
+    }
+}
+
+/// The `grpc-status` of response headers (a trailers-only gRPC response), without allocating.
+pub fn grpc_status(headers: &HeaderMap) -> Option<u32> {
+    let v = headers.get("grpc-status")?;
+    std::str::from_utf8(v.as_bytes()).ok()?.trim().parse().ok()
+}
+
+/// Whether `e` is an HTTP/2 stream the upstream refused (`REFUSED_STREAM`: not processed, so
+/// App Mesh's `stream-error` event retries it).
+fn refused_stream(e: &UpstreamError) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cause {
+        if let Some(h2) = err.downcast_ref::<h2::Error>() {
+            return h2.reason() == Some(h2::Reason::REFUSED_STREAM);
+        }
+        cause = err.source();
+    }
+    false
+}
+
+/// What is kept to send the request again.
+enum Resend {
+    /// Not retried (no policy, no retries, or a body over the bound).
+    No,
+    /// Headers kept; no body.
+    Bodiless(Head),
+    /// Headers kept; the body is being kept as it streams.
+    Body(Head, Replay),
+}
+
+struct Head {
+    method: http::Method,
+    path_and_query: http::uri::PathAndQuery,
+    headers: HeaderMap,
+}
+
+impl Resend {
+    fn possible(&self) -> bool {
+        match self {
+            Resend::No => false,
+            Resend::Bodiless(_) => true,
+            Resend::Body(_, r) => r.replayable(),
+        }
+    }
+
+    /// The request again, to `upstream`.
+    fn rebuild(&self, upstream: std::net::SocketAddr) -> Option<Request<UpstreamBody>> {
+        let (head, body) = match self {
+            Resend::No => return None,
+            Resend::Bodiless(h) => (h, ReplayBody::empty()),
+            Resend::Body(h, r) => (h, r.body()),
+        };
+        let uri = http::Uri::builder()
+            .scheme(http::uri::Scheme::HTTP)
+            .authority(http_forward::authority_for(upstream))
+            .path_and_query(head.path_and_query.clone())
+            .build()
+            .ok()?;
+        let mut req = Request::new(Either::Right(body));
+        *req.method_mut() = head.method.clone();
+        *req.uri_mut() = uri;
+        *req.headers_mut() = head.headers.clone();
+        Some(req)
+    }
+}
+
+/// Sends `req` (already addressed to `routed`'s first endpoint, or to a pass-through
+/// destination when `routed` is `None`) through `send`, retrying as described in the module
+/// documentation; `retries_made` follows the retries (for the request's span). Returns the
+/// response for the client and the access-log flag.
+pub async fn run<F, Fut>(
+    routed: Option<&Routed>,
+    route_policy: Option<&RetryPolicy>,
+    stats: &RouteStats,
+    retries_made: &AtomicU32,
+    req: Request<Counted<Incoming>>,
+    send: F,
+) -> (Response<ProxyBody>, &'static str)
+where
+    F: Fn(Request<UpstreamBody>) -> Fut,
+    Fut: Future<Output = Result<Response<Incoming>, UpstreamError>>,
+{
+    let policy = match (route_policy, routed) {
+        (Some(p), Some(_)) => Some(p),
+        (None, Some(_)) => Some(&*APP_MESH_DEFAULT),
+        _ => None,
+    };
+    let max = policy.map_or(0, |p| p.max_retries);
+    let _active = routed.map(|r| r.cluster.request_started());
+    let (parts, body) = req.into_parts();
+    let head = || Head {
+        method: parts.method.clone(),
+        path_and_query: parts
+            .uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
+        headers: parts.headers.clone(),
+    };
+    let (resend, first_body) = if max == 0 {
+        (Resend::No, Either::Left(body))
+    } else if body.is_end_stream() {
+        (Resend::Bodiless(head()), Either::Left(body))
+    } else if body.size_hint().lower() > RETRY_BUFFER_BYTES as u64 {
+        (Resend::No, Either::Left(body))
+    } else {
+        let replay = Replay::new(body, RETRY_BUFFER_BYTES);
+        let first = Either::Right(replay.body());
+        (Resend::Body(head(), replay), first)
+    };
+    let mut req = Request::from_parts(parts, first_body);
+    let per_try = policy.and_then(|p| p.per_retry_timeout).filter(|_| max > 0);
+    let mut attempt: Option<InFlight> = routed.and_then(Routed::take_first);
+    let mut tried = Tried::default();
+    if let Some(a) = &attempt {
+        tried.add(a.index());
+    }
+    let mut retries = 0u32;
+    let mut _token: Option<RetryToken<'_>> = None;
+    loop {
+        let sent = send(req);
+        let result = match per_try {
+            Some(t) => tokio::time::timeout(t, sent).await.ok(),
+            None => Some(sent.await),
+        };
+        let report = |attempt: &mut Option<InFlight>, outcome: Outcome| {
+            if let (Some(r), Some(a)) = (routed, attempt.take()) {
+                r.cluster.report(&a, outcome, r.outlier.as_ref());
+            }
+        };
+        _token = None;
+        let may_retry = retries < max && resend.possible();
+        let (fallback, flag) = match result {
+            Some(Ok(resp)) => {
+                let status = resp.status().as_u16();
+                let grpc = grpc_status(resp.headers());
+                if let (Some(r), Some(code)) = (routed, grpc) {
+                    r.cluster.stats.grpc_status(code);
+                }
+                let outcome = if status >= 500 {
+                    Outcome::ServerError
+                } else {
+                    Outcome::Success
+                };
+                report(&mut attempt, outcome);
+                let wanted = policy.is_some_and(|p| {
+                    p.retries_status(status) || grpc.is_some_and(|c| p.retries_grpc_status(c))
+                });
+                let token = (wanted && may_retry)
+                    .then(|| routed.and_then(|r| r.cluster.try_retry()))
+                    .flatten();
+                if token.is_none() {
+                    let (mut parts, body) = resp.into_parts();
+                    http_forward::prepare_response(&mut parts.headers);
+                    return (Response::from_parts(parts, Either::Left(body)), "-");
+                }
+                _token = token;
+                (
+                    (StatusCode::SERVICE_UNAVAILABLE, "retries exhausted\n"),
+                    "URX",
+                )
+            }
+            Some(Err(e)) => {
+                report(&mut attempt, Outcome::ServerError);
+                let (wanted, answer, flag) = if e.is_connect() {
+                    stats.connect_failure();
+                    tracing::warn!(error = %e, retries, "upstream connect failure");
+                    let msg = if e.is_tls() {
+                        "upstream connect error: TLS handshake failed\n"
+                    } else {
+                        "upstream connect error\n"
+                    };
+                    (
+                        policy.is_some_and(|p| p.on_connect_failure),
+                        (StatusCode::SERVICE_UNAVAILABLE, msg),
+                        "UF",
+                    )
+                } else {
+                    tracing::warn!(error = %e, retries, "upstream request failed");
+                    (
+                        policy.is_some_and(|p| {
+                            p.on_reset || p.on_refused_stream && refused_stream(&e)
+                        }),
+                        (StatusCode::BAD_GATEWAY, "upstream request failed\n"),
+                        "UC",
+                    )
+                };
+                let token = (wanted && may_retry)
+                    .then(|| routed.and_then(|r| r.cluster.try_retry()))
+                    .flatten();
+                if token.is_none() {
+                    return (local_response(answer.0, answer.1), flag);
+                }
+                _token = token;
+                (answer, flag)
+            }
+            None => {
+                report(&mut attempt, Outcome::ServerError);
+                let answer = (StatusCode::GATEWAY_TIMEOUT, "upstream request timeout\n");
+                let token = may_retry
+                    .then(|| routed.and_then(|r| r.cluster.try_retry()))
+                    .flatten();
+                if token.is_none() {
+                    return (local_response(answer.0, answer.1), "UT");
+                }
+                _token = token;
+                (answer, "UT")
+            }
+        };
+        // A retry is on: a short back-off, then an endpoint this request has not tried.
+        let Some(r) = routed else {
+            return (local_response(fallback.0, fallback.1), flag);
+        };
+        retries += 1;
+        retries_made.store(retries, Ordering::Relaxed);
+        tokio::time::sleep(BACKOFF_STEP * retries).await;
+        let next = r.cluster.pick(&r.hosts, tried);
+        tried.add(next.index());
+        let Some(again) = resend.rebuild(next.addr()) else {
+            return (local_response(fallback.0, fallback.1), flag);
+        };
+        attempt = Some(next);
+        req = again;
+    }
+}

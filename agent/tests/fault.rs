@@ -1,0 +1,215 @@
+//! The fault test of issue #5: one of three endpoints dies under steady load. Three real
+//! backends on 127.0.0.1/.2/.3 (one `ENDPOINTS` name in a hosts file) serve a target node;
+//! six keep-alive clients send GETs through the agent's egress for ~10 s; after 3 s the .2
+//! backend dies (listener closed, open connections reset). With App Mesh's default retry policy
+//! and outlier detection configured, the client sees no failed request after the ejection; the
+//! numbers are printed (run with `--nocapture`) and written in the agent README. Without
+//! outlier detection the dead endpoint keeps being tried: retries keep climbing.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use support::endpoints::{
+    api_mesh, cluster_of, endpoint_set, host_of, hosts_file, prom_value, start_front,
+};
+use support::{HttpClient, World};
+
+const CLIENTS: usize = 6;
+
+/// What one run measured.
+struct Report {
+    total: u64,
+    failures_before_ejection: u64,
+    failures_after_ejection: u64,
+    kill_to_ejection: Option<Duration>,
+    hits: Vec<u64>,
+    /// Retries and attempts on the dead endpoint, sampled once things settled (ejection +
+    /// 500 ms, or kill + 1.5 s without ejection) and at the end.
+    retries_settled: f64,
+    retries_end: f64,
+    dead_rq_settled: u64,
+    dead_rq_end: u64,
+}
+
+async fn dead_rq(admin: SocketAddr, dead: SocketAddr) -> u64 {
+    host_of(&cluster_of(admin, "api").await, dead)["rq_total"]
+        .as_u64()
+        .unwrap_or(0)
+}
+
+async fn run(outlier: bool, run_for: Duration, kill_after: Duration) -> Report {
+    let eps = endpoint_set(3).await;
+    let port = eps[0].addr.port();
+    let od = outlier.then(|| {
+        json!({"maxServerErrors": 3, "interval": {"value": 10, "unit": "s"},
+            "baseEjectionDuration": {"value": 30, "unit": "s"}, "maxEjectionPercent": 50})
+    });
+    let world = World::new(&api_mesh(port, od, None));
+    let hosts = hosts_file(world.dir.path(), &eps);
+    let agent = start_front(&world, &hosts).await;
+    let (egress, admin) = (agent.egress_addr, agent.admin_addr);
+    let retries_series =
+        format!("taskmesh_upstream_retries_total{{target_node=\"api\",port=\"{port}\"}}");
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let total = Arc::new(AtomicU64::new(0));
+    let failures: Arc<std::sync::Mutex<Vec<Instant>>> = Arc::default();
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|_| {
+            let (stop, total, failures) = (stop.clone(), total.clone(), failures.clone());
+            tokio::spawn(async move {
+                let c = HttpClient::new();
+                while !stop.load(Ordering::Relaxed) {
+                    let req = http::Request::get("/")
+                        .header("host", "api.local")
+                        .body(http_body_util::Full::new(bytes::Bytes::new()))
+                        .unwrap();
+                    let res = c.send(egress, req).await;
+                    let ok = matches!(&res, Ok(r) if r.status == 200);
+                    total.fetch_add(1, Ordering::Relaxed);
+                    if !ok {
+                        failures.lock().unwrap().push(Instant::now());
+                    }
+                }
+            })
+        })
+        .collect();
+
+    let start = Instant::now();
+    tokio::time::sleep(kill_after).await;
+    let dead = eps[1].addr;
+    let killed_at = Instant::now();
+    eps[1].kill();
+    let end = start + run_for;
+    let mut ejected_at = None;
+    // Watch for the ejection (without outlier detection, for as long as a run with it takes).
+    let watch_until = if outlier {
+        end
+    } else {
+        killed_at + Duration::from_millis(1500)
+    };
+    while Instant::now() < watch_until && ejected_at.is_none() {
+        if host_of(&cluster_of(admin, "api").await, dead)["health_flags"] == "/failed_outlier_check"
+        {
+            ejected_at = Some(Instant::now());
+        } else {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    let settle = ejected_at.map_or(killed_at + Duration::from_millis(1500), |t| {
+        t + Duration::from_millis(500)
+    });
+    tokio::time::sleep_until(settle.into()).await;
+    let retries_settled = prom_value(admin, &retries_series).await.unwrap();
+    let dead_rq_settled = dead_rq(admin, dead).await;
+    tokio::time::sleep_until(end.into()).await;
+    let retries_end = prom_value(admin, &retries_series).await.unwrap();
+    let dead_rq_end = dead_rq(admin, dead).await;
+    let health_end = host_of(&cluster_of(admin, "api").await, dead)["health_flags"].clone();
+    stop.store(true, Ordering::Relaxed);
+    for c in clients {
+        c.await.unwrap();
+    }
+    if outlier {
+        assert_eq!(
+            health_end, "/failed_outlier_check",
+            "still ejected at the end"
+        );
+    } else {
+        assert_eq!(health_end, "healthy");
+    }
+    let failures = failures.lock().unwrap().clone();
+    let cut = ejected_at.unwrap_or(end);
+    let report = Report {
+        total: total.load(Ordering::Relaxed),
+        failures_before_ejection: failures.iter().filter(|t| **t <= cut).count() as u64,
+        failures_after_ejection: failures.iter().filter(|t| **t > cut).count() as u64,
+        kill_to_ejection: ejected_at.map(|t| t - killed_at),
+        hits: eps.iter().map(|e| e.hits()).collect(),
+        retries_settled,
+        retries_end,
+        dead_rq_settled,
+        dead_rq_end,
+    };
+    agent.shutdown().await;
+    let share: Vec<String> = report
+        .hits
+        .iter()
+        .zip(&eps)
+        .map(|(h, e)| {
+            format!(
+                "{}: {h} ({:.1}%)",
+                e.addr.ip(),
+                100.0 * *h as f64 / report.total.max(1) as f64
+            )
+        })
+        .collect();
+    println!(
+        "FAULT outlier_detection={outlier} run={:?} kill_at={:?} clients={CLIENTS}: requests={} \
+         failed_before_ejection={} failed_after_ejection={} kill_to_ejection={:?} \
+         retries(settled->end)={}->{} dead_endpoint_attempts(settled->end)={}->{} share=[{}]",
+        run_for,
+        kill_after,
+        report.total,
+        report.failures_before_ejection,
+        report.failures_after_ejection,
+        report.kill_to_ejection,
+        report.retries_settled,
+        report.retries_end,
+        report.dead_rq_settled,
+        report.dead_rq_end,
+        share.join(", ")
+    );
+    report
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_of_three_endpoints_dies_under_load_and_clients_see_no_failure_after_ejection() {
+    let r = run(true, Duration::from_secs(10), Duration::from_secs(3)).await;
+    let eject = r
+        .kill_to_ejection
+        .expect("the dead endpoint was never ejected");
+    assert!(eject < Duration::from_secs(3), "ejection took {eject:?}");
+    assert_eq!(
+        r.failures_after_ejection, 0,
+        "clients saw failures after the ejection"
+    );
+    assert!(
+        r.total > 300,
+        "too little load to mean anything: {}",
+        r.total
+    );
+    // After the ejection nothing is sent to the dead endpoint, so nothing is retried.
+    assert_eq!(r.dead_rq_end, r.dead_rq_settled);
+    assert_eq!(r.retries_end, r.retries_settled);
+    // The survivors share the load.
+    assert!(
+        r.hits[0] > r.total / 5 && r.hits[2] > r.total / 5,
+        "{:?}",
+        r.hits
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_outlier_detection_the_dead_endpoint_keeps_being_tried() {
+    let r = run(false, Duration::from_secs(6), Duration::from_secs(2)).await;
+    assert!(r.kill_to_ejection.is_none());
+    // The balancer keeps picking the dead endpoint; each pick costs a retry.
+    assert!(
+        r.dead_rq_end > r.dead_rq_settled + 10,
+        "dead endpoint attempts {} -> {}",
+        r.dead_rq_settled,
+        r.dead_rq_end
+    );
+    assert!(
+        r.retries_end > r.retries_settled + 10.0,
+        "retries {} -> {}",
+        r.retries_settled,
+        r.retries_end
+    );
+}
