@@ -154,13 +154,27 @@ async fn default_policy_retries_unavailable_and_counts_statuses() {
     g.script.lock().unwrap().extend([13]);
     assert_eq!(call(agent.egress_addr, "greeter.local").await, 13);
     assert_eq!(g.calls.load(Ordering::Relaxed), 4);
+    // Every upstream attempt's header status, per endpoint set …
     let l = format!("target_node=\"greeter\",port=\"{}\"", g.addr.port());
-    let count = |code: &str| {
-        let prefix = format!("taskmesh_grpc_responses_total{{{l},grpc_status=\"{code}\"}}");
+    let attempts = |code: &str| {
+        let prefix = format!("taskmesh_upstream_grpc_status_total{{{l},grpc_status=\"{code}\"}}");
         async move { prom_value(agent.admin_addr, &prefix).await }
     };
-    assert_eq!(count("14").await, Some(2.0));
-    assert_eq!(count("13").await, Some(1.0));
+    assert_eq!(attempts("14").await, Some(2.0));
+    assert_eq!(attempts("13").await, Some(1.0));
+    // … and the status each client got, from the trailers or a trailers-only answer, per route.
+    let r = "direction=\"egress\",virtual_service=\"greeter.local\",route=\"g\",target_node=\"greeter\"";
+    let answers = |code: &str| {
+        let prefix = format!("taskmesh_grpc_responses_total{{{r},grpc_status=\"{code}\"}}");
+        async move { prom_value(agent.admin_addr, &prefix).await }
+    };
+    assert_eq!(answers("0").await, Some(1.0));
+    assert_eq!(answers("13").await, Some(1.0));
+    assert_eq!(
+        answers("14").await,
+        None,
+        "retried attempts are not answers"
+    );
     agent.shutdown().await;
 }
 

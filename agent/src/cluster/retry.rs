@@ -229,6 +229,10 @@ where
                     .then(|| routed.and_then(|r| r.cluster.try_retry()))
                     .flatten();
                 if token.is_none() {
+                    if let Some(code) = grpc {
+                        // A trailers-only answer (statuses in trailers: `proxy::body`).
+                        stats.grpc_status(code);
+                    }
                     let (mut parts, body) = resp.into_parts();
                     http_forward::prepare_response(&mut parts.headers);
                     return (Response::from_parts(parts, Either::Left(body)), "-");

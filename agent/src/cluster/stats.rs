@@ -1,5 +1,5 @@
 //! What the endpoint sets show operators: per-cluster counters (retries, retry-budget overflow,
-//! outlier ejections, gRPC statuses), the per-host view of `/clusters` (Envoy's
+//! outlier ejections, the `grpc-status` in each upstream attempt's response headers), the per-host view of `/clusters` (Envoy's
 //! `health_flags::/failed_outlier_check`, `rq_active`, `rq_total`, `rq_error`) as JSON or as
 //! Envoy's text lines, and the Prometheus series appended to `/stats/prometheus`.
 
@@ -90,7 +90,7 @@ impl Clusters {
                 let _ = writeln!(out, "{name}{{{}}} {}", labels(c), value(c));
             }
         }
-        let _ = writeln!(out, "# TYPE taskmesh_grpc_responses_total counter");
+        let _ = writeln!(out, "# TYPE taskmesh_upstream_grpc_status_total counter");
         for c in &all {
             for code in 0..=GRPC_CODES as u32 {
                 let n = c.stats.grpc_count(code);
@@ -102,7 +102,7 @@ impl Clusters {
                     };
                     let _ = writeln!(
                         out,
-                        "taskmesh_grpc_responses_total{{{},grpc_status=\"{code_label}\"}} {n}",
+                        "taskmesh_upstream_grpc_status_total{{{},grpc_status=\"{code_label}\"}} {n}",
                         labels(c)
                     );
                 }

@@ -88,7 +88,12 @@ pub struct RouteStats {
     request_bytes: AtomicU64,
     response_bytes: AtomicU64,
     grpc_requests: AtomicU64,
+    /// gRPC statuses of responses (0..=16, then any other), from headers or trailers.
+    grpc_statuses: [AtomicU64; GRPC_STATUSES + 1],
 }
+
+/// gRPC status codes with their own counter (0 OK … 16 UNAUTHENTICATED).
+const GRPC_STATUSES: usize = 17;
 
 impl RouteStats {
     fn new(direction: Direction, vs: &str, route: &str, node: &str) -> RouteStats {
@@ -106,6 +111,7 @@ impl RouteStats {
             request_bytes: AtomicU64::new(0),
             response_bytes: AtomicU64::new(0),
             grpc_requests: AtomicU64::new(0),
+            grpc_statuses: Default::default(),
         }
     }
 
@@ -128,6 +134,12 @@ impl RouteStats {
             crate::proxy::body::Flow::Response => &self.response_bytes,
         }
         .load(Ordering::Relaxed)
+    }
+
+    /// A response carried `grpc-status: code` (in its headers or its trailers).
+    pub fn grpc_status(&self, code: u32) {
+        let i = (code as usize).min(GRPC_STATUSES);
+        self.grpc_statuses[i].fetch_add(1, Ordering::Relaxed);
     }
 
     /// A gRPC request (`content-type: application/grpc…`) started.
@@ -437,6 +449,28 @@ impl Metrics {
                 labels(r),
                 r.grpc_requests.load(Ordering::Relaxed)
             );
+        }
+        let _ = writeln!(out, "# TYPE taskmesh_grpc_responses_total counter");
+        for r in &routes {
+            for (code, c) in r.grpc_statuses.iter().enumerate() {
+                let n = c.load(Ordering::Relaxed);
+                if n == 0 {
+                    continue;
+                }
+                let _ = if code < GRPC_STATUSES {
+                    writeln!(
+                        out,
+                        "taskmesh_grpc_responses_total{{{},grpc_status=\"{code}\"}} {n}",
+                        labels(r)
+                    )
+                } else {
+                    writeln!(
+                        out,
+                        "taskmesh_grpc_responses_total{{{},grpc_status=\"other\"}} {n}",
+                        labels(r)
+                    )
+                };
+            }
         }
         let _ = writeln!(out, "# TYPE taskmesh_request_duration_seconds histogram");
         for r in &routes {

@@ -1,5 +1,6 @@
 //! The body wrapper of proxied requests and responses: counts the bytes of each data frame as
-//! it streams past (a field add per frame, no allocation), and when the body is dropped (after
+//! it streams past (a field add per frame, no allocation), counts the `grpc-status` of response
+//! trailers, and when the body is dropped (after
 //! its last frame, or when the exchange is cut short) adds the total to the label set's
 //! counters (`ProcessedBytes` / `TargetProcessedBytes`) and, on a sampled response, finishes the
 //! request's span with the bytes sent.
@@ -91,10 +92,16 @@ where
     ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
         let this = self.get_mut();
         let r = Pin::new(&mut this.inner).poll_frame(cx);
-        if let Poll::Ready(Some(Ok(frame))) = &r
-            && let Some(data) = frame.data_ref()
-        {
-            this.bytes += data.len() as u64;
+        if let Poll::Ready(Some(Ok(frame))) = &r {
+            if let Some(data) = frame.data_ref() {
+                this.bytes += data.len() as u64;
+            } else if this.flow == Flow::Response
+                && let (Some(trailers), Some(stats)) = (frame.trailers_ref(), &this.stats)
+                && let Some(code) = crate::cluster::retry::grpc_status(trailers)
+            {
+                // The gRPC status of a normal (not trailers-only) response.
+                stats.grpc_status(code);
+            }
         }
         r
     }
