@@ -1,0 +1,109 @@
+//! The endpoint-set path of a routed request allocates nothing once warm: refreshing the set
+//! from discovery (DNS `ENDPOINTS` through a hosts file, and an IP literal), picking an endpoint
+//! by power of two choices, and reporting the outcome to outlier detection — counted by a global
+//! allocator wrapper on the test's thread.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+
+use serde_json::json;
+use taskmesh_agent::cluster::Clusters;
+use taskmesh_agent::cluster::outlier::Outcome;
+use taskmesh_agent::discovery::Resolver;
+use taskmesh_mesh::{MeshDocument, NodeRef, RouteTable};
+
+struct Counting;
+
+thread_local! {
+    static COUNT: Cell<usize> = const { Cell::new(0) };
+}
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let _ = COUNT.try_with(|c| c.set(c.get() + 1));
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+fn count() -> usize {
+    COUNT.with(Cell::get)
+}
+
+#[test]
+fn routing_to_an_endpoint_set_does_not_allocate() {
+    let node = |name: &str, host: &str| {
+        json!({"virtualNodeName": name, "spec": {
+            "listeners": [{"portMapping": {"port": 8080, "protocol": "http"},
+                "outlierDetection": {"maxServerErrors": 5, "interval": {"value": 10, "unit": "s"},
+                    "baseEjectionDuration": {"value": 30, "unit": "s"}, "maxEjectionPercent": 50}}],
+            "serviceDiscovery": {"dns": {"hostname": host, "responseType": "ENDPOINTS"}}}})
+    };
+    let doc = json!({"meshName": "m",
+        "virtualServices": [
+            {"virtualServiceName": "api.local", "spec": {"provider": {"virtualNode": {"virtualNodeName": "api"}}}},
+            {"virtualServiceName": "lit.local", "spec": {"provider": {"virtualNode": {"virtualNodeName": "lit"}}}}],
+        "virtualNodes": [
+            {"virtualNodeName": "front", "spec": {"backends": [
+                {"virtualService": {"virtualServiceName": "api.local"}},
+                {"virtualService": {"virtualServiceName": "lit.local"}}]}},
+            node("api", "api.test"),
+            node("lit", "127.0.0.1")]});
+    let doc = MeshDocument::from_slice(doc.to_string().as_bytes()).unwrap();
+    let table =
+        RouteTable::compile(&doc, &NodeRef::parse("mesh/m/virtualNode/front").unwrap()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let hosts = dir.path().join("hosts");
+    std::fs::write(
+        &hosts,
+        "10.0.0.1 api.test\n10.0.0.2 api.test\n10.0.0.3 api.test\n",
+    )
+    .unwrap();
+    let resolver = Resolver::with_name_servers(&["127.0.0.1:9".parse().unwrap()], Some(&hosts));
+    let clusters = Clusters::default();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let targets = table.targets();
+    assert_eq!(targets.len(), 2);
+    rt.block_on(async {
+        let one = |t: usize| {
+            let (clusters, resolver, target) = (&clusters, &resolver, &targets[t]);
+            async move {
+                let routed = clusters.route(resolver, target, 8080).await.unwrap();
+                let attempt = routed.take_first().unwrap();
+                routed
+                    .cluster
+                    .report(&attempt, Outcome::Success, routed.outlier.as_ref());
+                routed.first_addr
+            }
+        };
+        // Warm: the sets, the DNS cache slots and the endpoint lists are made once (and the
+        // counter sees them: it counts this thread's allocations).
+        let cold = count();
+        for t in 0..2 {
+            one(t).await;
+        }
+        assert!(count() > cold, "the allocation counter saw nothing");
+        let before = count();
+        let mut picked = [0u32; 3];
+        for _ in 0..300 {
+            if let std::net::IpAddr::V4(ip) = one(0).await.ip() {
+                picked[usize::from(ip.octets()[3] - 1)] += 1;
+            }
+            one(1).await;
+        }
+        let allocated = count() - before;
+        assert_eq!(allocated, 0, "{allocated} allocations in 600 routed picks");
+        assert_eq!(clusters.get("api", 8080).hosts().hosts().len(), 3);
+        assert!(
+            picked.iter().all(|n| *n > 50),
+            "every endpoint is used: {picked:?}"
+        );
+    });
+}
