@@ -7,7 +7,7 @@
 //! [`super::replay::RETRY_BUFFER_BYTES`]), and the cluster's retry budget allows it: at most
 //! max([`MIN_RETRY_CONCURRENCY`], [`BUDGET_PERCENT`] % of its active requests) retries in flight
 //! at once (Envoy's default budget), so retries cannot multiply load in an outage; a retry over
-//! budget is not made and is counted. Each retry waits a short back-off and picks an endpoint
+//! budget is not made and is counted. Each retry waits a jittered back-off ([`backoff`]) and picks an endpoint
 //! the request has not tried yet. Every attempt's outcome feeds outlier detection.
 
 use std::future::Future;
@@ -34,8 +34,21 @@ use crate::proxy::{ProxyBody, http_forward, local_response};
 pub const MIN_RETRY_CONCURRENCY: u64 = 3;
 /// Share of a cluster's active requests that may be retries (Envoy's `budget_percent`).
 pub const BUDGET_PERCENT: u64 = 20;
-/// Back-off before retry n: n × this.
-pub const BACKOFF_STEP: Duration = Duration::from_millis(25);
+/// Base of the retry back-off (Envoy's default): retry n waits a random time in
+/// [0, (2^n - 1) × base], at most [`BACKOFF_MAX`].
+pub const BACKOFF_BASE: Duration = Duration::from_millis(25);
+/// Longest back-off (Envoy's default: 10 × the base).
+pub const BACKOFF_MAX: Duration = Duration::from_millis(250);
+
+/// The back-off before retry `n` (1-based) with `random` bits: full jitter, so retries of
+/// many requests that failed together do not arrive together.
+pub fn backoff(n: u32, random: u64) -> Duration {
+    let ceiling = BACKOFF_BASE
+        .saturating_mul((1u32 << n.min(16)) - 1)
+        .min(BACKOFF_MAX);
+    let nanos = u64::try_from(ceiling.as_nanos()).unwrap_or(u64::MAX);
+    Duration::from_nanos(if nanos == 0 { 0 } else { random % (nanos + 1) })
+}
 
 /// App Mesh's implicit policy, built once.
 static APP_MESH_DEFAULT: LazyLock<RetryPolicy> = LazyLock::new(RetryPolicy::app_mesh_default);
@@ -296,7 +309,7 @@ where
         };
         retries += 1;
         retries_made.store(retries, Ordering::Relaxed);
-        tokio::time::sleep(BACKOFF_STEP * retries).await;
+        tokio::time::sleep(backoff(retries, rand::random())).await;
         let next = r.cluster.pick(&r.hosts, tried);
         tried.add(next.index());
         let Some(again) = resend.rebuild(next.addr()) else {
@@ -304,5 +317,38 @@ where
         };
         attempt = Some(next);
         req = again;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_is_jittered_within_envoys_bounds() {
+        assert_eq!(backoff(1, 0), Duration::ZERO);
+        assert_eq!(
+            backoff(1, u64::MAX),
+            Duration::from_nanos(u64::MAX % 25_000_001)
+        );
+        for r in [1u64, 7, 123_456_789, u64::MAX / 3] {
+            assert!(backoff(1, r) <= Duration::from_millis(25));
+            assert!(backoff(2, r) <= Duration::from_millis(75));
+            assert!(backoff(9, r) <= BACKOFF_MAX);
+        }
+        let spread: std::collections::BTreeSet<_> = (0..50u64)
+            .map(|i| backoff(3, i.wrapping_mul(0x9E37_79B9_7F4A_7C15)))
+            .collect();
+        assert!(spread.len() > 40, "not jittered");
+    }
+
+    #[test]
+    fn grpc_status_from_headers() {
+        let mut h = HeaderMap::new();
+        assert_eq!(grpc_status(&h), None);
+        h.insert("grpc-status", "14".parse().unwrap());
+        assert_eq!(grpc_status(&h), Some(14));
+        h.insert("grpc-status", "x".parse().unwrap());
+        assert_eq!(grpc_status(&h), None);
     }
 }
