@@ -1,11 +1,15 @@
 //! Load balancing inside an endpoint set: power of two choices over in-flight requests. Two
 //! distinct endpoints are drawn at random and the one with fewer requests in flight wins (ties
 //! go to the first draw), so a slow or stuck endpoint, whose requests pile up, gets less new
-//! work, while the choice stays O(1) and needs no shared queue. Ejected endpoints and endpoints
-//! the request already tried are not eligible; when a draw hits one, the least-loaded eligible
-//! endpoint is taken by a scan. When nothing is eligible the request still goes somewhere: to
-//! the least-loaded endpoint that is not ejected even if tried, else (everything ejected, Envoy's
-//! "panic" mode) to an untried one, else to the first draw. No allocation.
+//! work, while the choice stays O(1) and needs no shared queue. Ejected endpoints, endpoints
+//! cooling down after a connect failure ([`super::accrual`]; they have nothing in flight, so
+//! they would win most draws) and endpoints the request already tried are not eligible; when a
+//! draw hits one, the least-loaded eligible endpoint is taken by a scan. When nothing is eligible
+//! the request still goes somewhere: to the least-loaded endpoint neither ejected nor cooling
+//! even if tried; when every endpoint is cooling or ejected, the choice is made as if nothing
+//! were cooling (power of two choices among untried endpoints that are not ejected, else the
+//! least-loaded one not ejected even if tried, else — everything ejected, Envoy's "panic" mode
+//! — an untried one, else the first draw). No allocation.
 
 use std::sync::Arc;
 
@@ -40,21 +44,40 @@ pub fn choose(hosts: &[Arc<Host>], now: u64, tried: Tried, random: u64) -> usize
     if b >= a {
         b += 1;
     }
-    let eligible = |i: usize| !tried.contains(i) && !hosts[i].is_ejected(now);
+    let up = |i: usize| !hosts[i].is_ejected(now) && !hosts[i].is_cooling(now);
+    let eligible = |i: usize| !tried.contains(i) && up(i);
+    if let Some(i) = pair(hosts, a, b, eligible)
+        .or_else(|| least_loaded(hosts, eligible))
+        .or_else(|| least_loaded(hosts, up))
+    {
+        return i;
+    }
+    // Nothing is up (everything cooling or ejected): choose as if there were no cool-downs.
+    let live = |i: usize| !tried.contains(i) && !hosts[i].is_ejected(now);
+    pair(hosts, a, b, live)
+        .or_else(|| least_loaded(hosts, live))
+        .or_else(|| least_loaded(hosts, |i| !hosts[i].is_ejected(now)))
+        .or_else(|| least_loaded(hosts, |i| !tried.contains(i)))
+        .unwrap_or(a)
+}
+
+/// Power of two choices between draws `a` and `b`: the eligible one with fewer requests in
+/// flight (ties to `a`), or `None` when neither is eligible.
+fn pair(
+    hosts: &[Arc<Host>],
+    a: usize,
+    b: usize,
+    eligible: impl Fn(usize) -> bool,
+) -> Option<usize> {
     match (eligible(a), eligible(b)) {
-        (true, true) => {
-            if hosts[b].active() < hosts[a].active() {
-                b
-            } else {
-                a
-            }
-        }
-        (true, false) => a,
-        (false, true) => b,
-        (false, false) => least_loaded(hosts, eligible)
-            .or_else(|| least_loaded(hosts, |i| !hosts[i].is_ejected(now)))
-            .or_else(|| least_loaded(hosts, |i| !tried.contains(i)))
-            .unwrap_or(a),
+        (true, true) => Some(if hosts[b].active() < hosts[a].active() {
+            b
+        } else {
+            a
+        }),
+        (true, false) => Some(a),
+        (false, true) => Some(b),
+        (false, false) => None,
     }
 }
 

@@ -4,10 +4,11 @@
 //! [`Clusters::route`] for its target; that refreshes the set from the resolver (the same shared
 //! list while the DNS answer does not change, so nothing is allocated) and picks the first
 //! endpoint by power of two choices over in-flight requests ([`balance`]), skipping ejected
-//! endpoints ([`outlier`]). Retries ([`retry`]) pick again, preferring endpoints the request has
+//! endpoints ([`outlier`]) and endpoints cooling down after a connect failure ([`accrual`]). Retries ([`retry`]) pick again, preferring endpoints the request has
 //! not tried, within the cluster's retry budget, replaying small bodies ([`replay`]). [`stats`]
 //! renders all of it for `/clusters` and `/stats/prometheus`.
 
+pub mod accrual;
 pub mod balance;
 pub mod outlier;
 pub mod replay;
@@ -140,6 +141,10 @@ pub struct Host {
     ejected_until: AtomicU64,
     /// Ejections counted for the back-off multiplier (decays while healthy).
     times_ejected: AtomicU32,
+    /// End of the current or last connect-failure cool-down (cluster nanos); 0 = none.
+    cooldown_until: AtomicU64,
+    /// Consecutive connect failures that started a cool-down.
+    connect_failures: AtomicU32,
 }
 
 impl Host {
@@ -153,6 +158,8 @@ impl Host {
             streak_start: AtomicU64::new(0),
             ejected_until: AtomicU64::new(0),
             times_ejected: AtomicU32::new(0),
+            cooldown_until: AtomicU64::new(0),
+            connect_failures: AtomicU32::new(0),
         }
     }
 
@@ -258,8 +265,8 @@ impl Cluster {
         Ok(set)
     }
 
-    /// Picks an endpoint of `set` (power of two choices over in-flight requests, ejected and
-    /// `tried` endpoints avoided) and counts it in flight until the returned guard is dropped.
+    /// Picks an endpoint of `set` (power of two choices over in-flight requests, ejected,
+    /// cooling and `tried` endpoints avoided) and counts it in flight until the returned guard is dropped.
     pub fn pick(&self, set: &HostSet, tried: Tried) -> InFlight {
         let now = self.now();
         let i = balance::choose(set.hosts(), now, tried, rand::random());

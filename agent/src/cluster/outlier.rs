@@ -25,8 +25,24 @@ pub const MAX_EJECTION: Duration = Duration::from_secs(300);
 pub enum Outcome {
     /// A response that is not a server error.
     Success,
-    /// 5xx, connect failure, reset or per-try timeout.
+    /// 5xx, reset or per-try timeout.
     ServerError,
+    /// The connection attempt failed (refused, connect timeout, reset during connect, TLS
+    /// handshake): a server error for outlier detection, and a cool-down ([`super::accrual`]).
+    ConnectFailure,
+}
+
+impl Outcome {
+    /// How a failed opaque TCP forward ended: refused, unreachable or timed out (only the
+    /// connect can end so) is a connect failure, anything else a server error.
+    pub fn of_tcp_error(e: &std::io::Error) -> Outcome {
+        use std::io::ErrorKind::*;
+        match e.kind() {
+            ConnectionRefused | TimedOut | HostUnreachable | NetworkUnreachable
+            | AddrNotAvailable => Outcome::ConnectFailure,
+            _ => Outcome::ServerError,
+        }
+    }
 }
 
 fn nanos(d: Duration) -> u64 {
@@ -44,8 +60,12 @@ impl Cluster {
                 if host.consecutive_errors.load(Ordering::Relaxed) != 0 {
                     host.consecutive_errors.store(0, Ordering::Relaxed);
                 }
+                host.connect_succeeded();
             }
-            Outcome::ServerError => {
+            Outcome::ServerError | Outcome::ConnectFailure => {
+                if outcome == Outcome::ConnectFailure {
+                    self.connect_failed(host);
+                }
                 host.rq_error.fetch_add(1, Ordering::Relaxed);
                 if let Some(od) = outlier {
                     self.server_error(host, od);

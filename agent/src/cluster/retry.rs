@@ -8,7 +8,8 @@
 //! max([`MIN_RETRY_CONCURRENCY`], [`BUDGET_PERCENT`] % of its active requests) retries in flight
 //! at once (Envoy's default budget), so retries cannot multiply load in an outage; a retry over
 //! budget is not made and is counted. Each retry waits a jittered back-off ([`backoff`]) and picks an endpoint
-//! the request has not tried yet. Every attempt's outcome feeds outlier detection.
+//! the request has not tried yet. Every attempt's outcome feeds outlier detection, and a connect
+//! failure cools its endpoint down ([`super::accrual`]).
 
 use std::future::Future;
 use std::sync::LazyLock;
@@ -257,7 +258,12 @@ where
                 )
             }
             Some(Err(e)) => {
-                report(&mut attempt, Outcome::ServerError);
+                let outcome = if e.is_connect() {
+                    Outcome::ConnectFailure
+                } else {
+                    Outcome::ServerError
+                };
+                report(&mut attempt, outcome);
                 let (wanted, answer, flag) = if e.is_connect() {
                     stats.connect_failure();
                     tracing::warn!(error = %e, retries, "upstream connect failure");

@@ -1,7 +1,9 @@
 //! What the endpoint sets show operators: per-cluster counters (retries, retry-budget overflow,
-//! outlier ejections, the `grpc-status` in each upstream attempt's response headers), the per-host view of `/clusters` (Envoy's
-//! `health_flags::/failed_outlier_check`, `rq_active`, `rq_total`, `rq_error`) as JSON or as
-//! Envoy's text lines, and the Prometheus series appended to `/stats/prometheus`.
+//! outlier ejections, connect-failure cool-downs, the `grpc-status` in each upstream attempt's
+//! response headers), the per-host view of `/clusters` (Envoy's
+//! `health_flags::/failed_outlier_check`, plus `/connect_cooldown` for an endpoint cooling down
+//! after a connect failure; `rq_active`, `rq_total`, `rq_error`) as JSON or as Envoy's text
+//! lines, and the Prometheus series appended to `/stats/prometheus`.
 
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -27,6 +29,8 @@ pub struct ClusterStats {
     pub ejections_total: AtomicU64,
     /// Ejections refused by `maxEjectionPercent` (or to keep one endpoint).
     pub ejections_refused: AtomicU64,
+    /// Connect-failure cool-downs started ([`super::accrual`]).
+    pub cooldowns_total: AtomicU64,
     grpc: [AtomicU64; GRPC_CODES],
     grpc_other: AtomicU64,
 }
@@ -64,7 +68,7 @@ impl Clusters {
     /// Appends the endpoint-set series to a Prometheus text exposition.
     pub fn render_prometheus(&self, out: &mut String) {
         let all = self.all();
-        let series: [Series; 6] = [
+        let series: [Series; 8] = [
             ("taskmesh_outlier_ejections_active", "gauge", |c| {
                 c.ejected_now() as u64
             }),
@@ -73,6 +77,12 @@ impl Clusters {
             }),
             ("taskmesh_outlier_ejections_refused_total", "counter", |c| {
                 c.stats.ejections_refused.load(Ordering::Relaxed)
+            }),
+            ("taskmesh_endpoint_cooldowns_active", "gauge", |c| {
+                c.cooling_now() as u64
+            }),
+            ("taskmesh_endpoint_cooldowns_total", "counter", |c| {
+                c.stats.cooldowns_total.load(Ordering::Relaxed)
             }),
             ("taskmesh_upstream_retries_total", "counter", |c| {
                 c.stats.retries.load(Ordering::Relaxed)
@@ -127,14 +137,17 @@ impl Clusters {
                     .iter()
                     .map(|h| {
                         let until = h.ejected_until.load(Ordering::Relaxed);
+                        let cool_until = h.cooldown_until.load(Ordering::Relaxed);
                         json!({
                             "address": h.addr.to_string(),
-                            "health_flags": health_flags(h.is_ejected(now)),
+                            "health_flags": health_flags(h.is_ejected(now), h.is_cooling(now)),
                             "rq_active": h.rq_active.load(Ordering::Relaxed),
                             "rq_total": h.rq_total.load(Ordering::Relaxed),
                             "rq_error": h.rq_error.load(Ordering::Relaxed),
                             "times_ejected": h.times_ejected.load(Ordering::Relaxed),
                             "ejection_remaining_ms": until.saturating_sub(now) / 1_000_000,
+                            "consecutive_connect_failures": h.connect_failures(),
+                            "cooldown_remaining_ms": cool_until.saturating_sub(now) / 1_000_000,
                         })
                     })
                     .collect::<Vec<_>>()
@@ -145,6 +158,8 @@ impl Clusters {
             "hosts": hosts,
             "outlier_ejections_active": sum(|c| c.ejected_now() as u64),
             "outlier_ejections_total": sum(|c| c.stats.ejections_total.load(Ordering::Relaxed)),
+            "cooldowns_active": sum(|c| c.cooling_now() as u64),
+            "cooldowns_total": sum(|c| c.stats.cooldowns_total.load(Ordering::Relaxed)),
             "retries": sum(|c| c.stats.retries.load(Ordering::Relaxed)),
             "retry_overflow": sum(|c| c.stats.retry_overflow.load(Ordering::Relaxed)),
         })
@@ -182,7 +197,7 @@ impl Clusters {
                 let _ = writeln!(
                     out,
                     "{cname}::{a}::health_flags::{}",
-                    health_flags(h.is_ejected(now))
+                    health_flags(h.is_ejected(now), h.is_cooling(now))
                 );
             }
         }
@@ -190,12 +205,14 @@ impl Clusters {
     }
 }
 
-/// Envoy's spelling of a host's health.
-fn health_flags(ejected: bool) -> &'static str {
-    if ejected {
-        "/failed_outlier_check"
-    } else {
-        "healthy"
+/// Envoy's spelling of a host's health (flags joined as Envoy joins them), with
+/// `/connect_cooldown` for a connect-failure cool-down.
+fn health_flags(ejected: bool, cooling: bool) -> &'static str {
+    match (ejected, cooling) {
+        (false, false) => "healthy",
+        (true, false) => "/failed_outlier_check",
+        (false, true) => "/connect_cooldown",
+        (true, true) => "/failed_outlier_check/connect_cooldown",
     }
 }
 

@@ -70,7 +70,7 @@ pub async fn serve_connection(
                         Err(e) => {
                             stats.connect_failure();
                             tracing::warn!(upstream = %up, error = %e, "tcp route forwarding failed");
-                            crate::cluster::outlier::Outcome::ServerError
+                            crate::cluster::outlier::Outcome::of_tcp_error(&e)
                         }
                     };
                     if let Some(a) = attempt {
