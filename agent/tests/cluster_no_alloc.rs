@@ -1,10 +1,12 @@
 //! The endpoint-set path of a routed request allocates nothing once warm: refreshing the set
 //! from discovery (DNS `ENDPOINTS` through a hosts file, and an IP literal), picking an endpoint
-//! by power of two choices, and reporting the outcome to outlier detection — counted by a global
+//! by power of two choices, and reporting the outcome to outlier detection and to the
+//! connect-failure cool-down (a failure starting one, a success ending it) — counted by a global
 //! allocator wrapper on the test's thread.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
+use std::sync::atomic::Ordering;
 
 use serde_json::json;
 use taskmesh_agent::cluster::Clusters;
@@ -105,5 +107,23 @@ fn routing_to_an_endpoint_set_does_not_allocate() {
             picked.iter().all(|n| *n > 50),
             "every endpoint is used: {picked:?}"
         );
+        // Connect failures cool an endpoint down and a success ends it, without allocating.
+        let api = clusters.get("api", 8080);
+        let before = count();
+        for _ in 0..100 {
+            let routed = clusters.route(&resolver, &targets[0], 8080).await.unwrap();
+            let attempt = routed.take_first().unwrap();
+            routed
+                .cluster
+                .report(&attempt, Outcome::ConnectFailure, routed.outlier.as_ref());
+            assert_eq!(api.cooling_now(), 1);
+            let again = routed.cluster.pick(&routed.hosts, Default::default());
+            assert_ne!(again.addr(), routed.first_addr, "cooling endpoint picked");
+            routed.cluster.report(&attempt, Outcome::Success, None);
+            assert_eq!(api.cooling_now(), 0);
+        }
+        let allocated = count() - before;
+        assert_eq!(allocated, 0, "{allocated} allocations in 100 cool-downs");
+        assert_eq!(api.stats().cooldowns_total.load(Ordering::Relaxed), 100);
     });
 }

@@ -4,7 +4,9 @@
 //! backend dies (listener closed, open connections reset). With App Mesh's default retry policy
 //! and outlier detection configured, the client sees no failed request after the ejection; the
 //! numbers are printed (run with `--nocapture`) and written in the agent README. Without
-//! outlier detection the dead endpoint keeps being tried: retries keep climbing.
+//! outlier detection (App Mesh's default) the connect-failure cool-down does the job: the dead
+//! endpoint is probed now and then, ever more rarely, and clients see (almost) no failure after
+//! its first cool-down.
 
 mod support;
 
@@ -24,16 +26,22 @@ const CLIENTS: usize = 6;
 /// What one run measured.
 struct Report {
     total: u64,
-    failures_before_ejection: u64,
-    failures_after_ejection: u64,
+    /// Client failures up to and after the cut: the ejection with outlier detection, the
+    /// dead endpoint's first cool-down without.
+    failures_before_cut: u64,
+    failures_after_cut: u64,
     kill_to_ejection: Option<Duration>,
+    kill_to_cooldown: Option<Duration>,
     hits: Vec<u64>,
-    /// Retries and attempts on the dead endpoint, sampled once things settled (ejection +
-    /// 500 ms, or kill + 1.5 s without ejection) and at the end.
+    /// Retries and attempts on the dead endpoint, sampled once things settled (the cut +
+    /// 500 ms) and at the end.
     retries_settled: f64,
     retries_end: f64,
     dead_rq_settled: u64,
     dead_rq_end: u64,
+    /// Cool-downs started on the cluster by the end, and the dead endpoint's streak then.
+    cooldowns_end: f64,
+    connect_streak_end: u64,
 }
 
 async fn dead_rq(admin: SocketAddr, dead: SocketAddr) -> u64 {
@@ -55,6 +63,8 @@ async fn run(outlier: bool, run_for: Duration, kill_after: Duration) -> Report {
     let (egress, admin) = (agent.egress_addr, agent.admin_addr);
     let retries_series =
         format!("taskmesh_upstream_retries_total{{target_node=\"api\",port=\"{port}\"}}");
+    let cooldowns_series =
+        format!("taskmesh_endpoint_cooldowns_total{{target_node=\"api\",port=\"{port}\"}}");
 
     let stop = Arc::new(AtomicBool::new(false));
     let total = Arc::new(AtomicU64::new(0));
@@ -86,22 +96,28 @@ async fn run(outlier: bool, run_for: Duration, kill_after: Duration) -> Report {
     let killed_at = Instant::now();
     eps[1].kill();
     let end = start + run_for;
-    let mut ejected_at = None;
-    // Watch for the ejection (without outlier detection, for as long as a run with it takes).
+    let (mut ejected_at, mut cooled_at) = (None, None);
+    // Watch for the ejection (with outlier detection) or the first cool-down (without; the
+    // first one lasts at least 500 ms, so a 10 ms poll sees it).
     let watch_until = if outlier {
         end
     } else {
         killed_at + Duration::from_millis(1500)
     };
-    while Instant::now() < watch_until && ejected_at.is_none() {
-        if host_of(&cluster_of(admin, "api").await, dead)["health_flags"] == "/failed_outlier_check"
-        {
-            ejected_at = Some(Instant::now());
-        } else {
-            tokio::time::sleep(Duration::from_millis(10)).await;
+    let flags = |h: &serde_json::Value| h["health_flags"].as_str().unwrap_or("").to_string();
+    while Instant::now() < watch_until && (if outlier { ejected_at } else { cooled_at }).is_none() {
+        let f = flags(&host_of(&cluster_of(admin, "api").await, dead));
+        let now = Instant::now();
+        if f.contains("/failed_outlier_check") {
+            ejected_at.get_or_insert(now);
         }
+        if f.contains("/connect_cooldown") {
+            cooled_at.get_or_insert(now);
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let settle = ejected_at.map_or(killed_at + Duration::from_millis(1500), |t| {
+    let cut = if outlier { ejected_at } else { cooled_at };
+    let settle = cut.map_or(killed_at + Duration::from_millis(1500), |t| {
         t + Duration::from_millis(500)
     });
     tokio::time::sleep_until(settle.into()).await;
@@ -110,31 +126,35 @@ async fn run(outlier: bool, run_for: Duration, kill_after: Duration) -> Report {
     tokio::time::sleep_until(end.into()).await;
     let retries_end = prom_value(admin, &retries_series).await.unwrap();
     let dead_rq_end = dead_rq(admin, dead).await;
-    let health_end = host_of(&cluster_of(admin, "api").await, dead)["health_flags"].clone();
+    let cooldowns_end = prom_value(admin, &cooldowns_series).await.unwrap();
+    let dead_end = host_of(&cluster_of(admin, "api").await, dead);
+    let health_end = flags(&dead_end);
     stop.store(true, Ordering::Relaxed);
     for c in clients {
         c.await.unwrap();
     }
-    if outlier {
-        assert_eq!(
-            health_end, "/failed_outlier_check",
-            "still ejected at the end"
-        );
-    } else {
-        assert_eq!(health_end, "healthy");
-    }
+    assert_eq!(
+        health_end.contains("/failed_outlier_check"),
+        outlier,
+        "ejected at the end exactly when outlier detection is on: {health_end}"
+    );
     let failures = failures.lock().unwrap().clone();
-    let cut = ejected_at.unwrap_or(end);
+    let cut = cut.unwrap_or(end);
     let report = Report {
         total: total.load(Ordering::Relaxed),
-        failures_before_ejection: failures.iter().filter(|t| **t <= cut).count() as u64,
-        failures_after_ejection: failures.iter().filter(|t| **t > cut).count() as u64,
+        failures_before_cut: failures.iter().filter(|t| **t <= cut).count() as u64,
+        failures_after_cut: failures.iter().filter(|t| **t > cut).count() as u64,
         kill_to_ejection: ejected_at.map(|t| t - killed_at),
+        kill_to_cooldown: cooled_at.map(|t| t - killed_at),
         hits: eps.iter().map(|e| e.hits()).collect(),
         retries_settled,
         retries_end,
         dead_rq_settled,
         dead_rq_end,
+        cooldowns_end,
+        connect_streak_end: dead_end["consecutive_connect_failures"]
+            .as_u64()
+            .unwrap_or(0),
     };
     agent.shutdown().await;
     let share: Vec<String> = report
@@ -151,18 +171,28 @@ async fn run(outlier: bool, run_for: Duration, kill_after: Duration) -> Report {
         .collect();
     println!(
         "FAULT outlier_detection={outlier} run={:?} kill_at={:?} clients={CLIENTS}: requests={} \
-         failed_before_ejection={} failed_after_ejection={} kill_to_ejection={:?} \
-         retries(settled->end)={}->{} dead_endpoint_attempts(settled->end)={}->{} share=[{}]",
+         cut={} failed_before_cut={} failed_after_cut={} kill_to_ejection={:?} \
+         kill_to_first_cooldown={:?} retries(settled->end)={}->{} \
+         dead_endpoint_attempts(settled->end)={}->{} cooldowns={} connect_streak_end={} \
+         share=[{}]",
         run_for,
         kill_after,
         report.total,
-        report.failures_before_ejection,
-        report.failures_after_ejection,
+        if outlier {
+            "ejection"
+        } else {
+            "first cool-down"
+        },
+        report.failures_before_cut,
+        report.failures_after_cut,
         report.kill_to_ejection,
+        report.kill_to_cooldown,
         report.retries_settled,
         report.retries_end,
         report.dead_rq_settled,
         report.dead_rq_end,
+        report.cooldowns_end,
+        report.connect_streak_end,
         share.join(", ")
     );
     report
@@ -176,7 +206,7 @@ async fn one_of_three_endpoints_dies_under_load_and_clients_see_no_failure_after
         .expect("the dead endpoint was never ejected");
     assert!(eject < Duration::from_secs(3), "ejection took {eject:?}");
     assert_eq!(
-        r.failures_after_ejection, 0,
+        r.failures_after_cut, 0,
         "clients saw failures after the ejection"
     );
     assert!(
@@ -196,20 +226,62 @@ async fn one_of_three_endpoints_dies_under_load_and_clients_see_no_failure_after
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn without_outlier_detection_the_dead_endpoint_keeps_being_tried() {
-    let r = run(false, Duration::from_secs(6), Duration::from_secs(2)).await;
+async fn without_outlier_detection_the_dead_endpoint_cools_down_and_is_probed_ever_more_rarely() {
+    let r = run(false, Duration::from_secs(10), Duration::from_secs(2)).await;
     assert!(r.kill_to_ejection.is_none());
-    // The balancer keeps picking the dead endpoint; each pick costs a retry.
+    let cool = r
+        .kill_to_cooldown
+        .expect("the dead endpoint never cooled down");
     assert!(
-        r.dead_rq_end > r.dead_rq_settled + 10,
+        cool < Duration::from_secs(1),
+        "first cool-down after {cool:?}"
+    );
+    assert!(
+        r.total > 300,
+        "too little load to mean anything: {}",
+        r.total
+    );
+    // Few client failures after the first cool-down (at most 1 % of all requests; before this
+    // cool-down existed it was ~19 %: the dead endpoint won most draws, each a retry, and the
+    // retry budget turned the surplus into 503s).
+    assert!(
+        r.failures_after_cut * 100 <= r.total,
+        "{} of {} requests failed after the first cool-down",
+        r.failures_after_cut,
+        r.total
+    );
+    // Still probed: between settle (cool-down + 500 ms) and the end (kill + 8 s) the
+    // schedule (≤ 1 s, ≤ 2 s, ≤ 4 s, ...) lets at least one probe through...
+    assert!(
+        r.dead_rq_end > r.dead_rq_settled,
+        "the dead endpoint was never probed again ({} attempts)",
+        r.dead_rq_end
+    );
+    // ...but only a few attempts, where before every draw went to it (thousands).
+    assert!(
+        r.dead_rq_end - r.dead_rq_settled <= 40,
         "dead endpoint attempts {} -> {}",
         r.dead_rq_settled,
         r.dead_rq_end
     );
     assert!(
-        r.retries_end > r.retries_settled + 10.0,
+        r.retries_end - r.retries_settled <= 40.0,
         "retries {} -> {}",
         r.retries_settled,
         r.retries_end
+    );
+    // The cool-down grows: one that stayed at 1 s (jittered down to ≥ 0.5 s) would have
+    // started 8 or more times in the 8 s after the kill; doubling allows at most 5.
+    assert!(
+        (3.0..=6.0).contains(&r.cooldowns_end),
+        "cool-downs started: {}",
+        r.cooldowns_end
+    );
+    assert!(r.connect_streak_end >= 3, "streak {}", r.connect_streak_end);
+    // The survivors share the load.
+    assert!(
+        r.hits[0] > r.total / 5 && r.hits[2] > r.total / 5,
+        "{:?}",
+        r.hits
     );
 }
