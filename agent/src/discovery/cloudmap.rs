@@ -5,6 +5,9 @@
 //! attribute (else `AWS_INSTANCE_IPV6`); the port is always the target node's listener port
 //! (App Mesh ignored `AWS_INSTANCE_PORT`, and so does this).
 //!
+//! Instance lists are cached per (namespace, service, attributes); a lookup hashes the borrowed
+//! names and compares them with the stored key, so serving a request allocates nothing.
+//!
 //! The first lookup of a service is awaited; afterwards a background task refreshes it every
 //! [`CloudMapSettings::refresh`] (default 10 s, `TASKMESH_CLOUDMAP_REFRESH_SECONDS`). A failed
 //! refresh keeps the last good instance list, is logged and counted
@@ -18,6 +21,7 @@
 //! any endpoint. The default AWS endpoint keeps the prefix.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -72,7 +76,9 @@ struct Entry {
 struct Inner {
     settings: CloudMapSettings,
     client: OnceCell<Client>,
-    entries: Mutex<HashMap<Key, Arc<Entry>>>,
+    /// Entries by the hash of their key (see [`Inner::hash`]); colliding keys share a bucket.
+    entries: Mutex<HashMap<u64, Vec<(Key, Arc<Entry>)>>>,
+    hasher: RandomState,
     refresh_failures: AtomicU64,
 }
 
@@ -90,6 +96,7 @@ impl CloudMap {
                 settings,
                 client: OnceCell::new(),
                 entries: Mutex::new(HashMap::new()),
+                hasher: RandomState::new(),
                 refresh_failures: AtomicU64::new(0),
             }),
         }
@@ -148,7 +155,8 @@ impl CloudMap {
         service: &str,
         attributes: &[(Box<str>, Box<str>)],
     ) -> Result<(Arc<Vec<IpAddr>>, Arc<Entry>), DiscoveryError> {
-        let key: Key = (namespace.into(), service.into(), attributes.to_vec());
+        let hash = self.inner.hash(namespace, service, attributes);
+        let is_key = |k: &Key| &*k.0 == namespace && &*k.1 == service && k.2[..] == *attributes;
         let entry = {
             let Ok(mut map) = self.inner.entries.lock() else {
                 return Err(DiscoveryError::Resolve {
@@ -156,16 +164,21 @@ impl CloudMap {
                     why: "instance cache poisoned".into(),
                 });
             };
-            map.entry(key.clone())
-                .or_insert_with(|| {
-                    Arc::new(Entry {
+            let bucket = map.entry(hash).or_default();
+            match bucket.iter().find(|(k, _)| is_key(k)) {
+                Some((_, e)) => e.clone(),
+                None => {
+                    let e = Arc::new(Entry {
                         addrs: ArcSwapOption::empty(),
                         sockets: Mutex::new(Vec::new()),
                         first: tokio::sync::Mutex::new(()),
                         next: AtomicUsize::new(0),
-                    })
-                })
-                .clone()
+                    });
+                    let key: Key = (namespace.into(), service.into(), attributes.to_vec());
+                    bucket.push((key, e.clone()));
+                    e
+                }
+            }
         };
         if let Some(a) = entry.addrs.load_full() {
             return Ok((a, entry));
@@ -175,6 +188,7 @@ impl CloudMap {
             match entry.addrs.load_full() {
                 Some(a) => a,
                 None => {
+                    let key: Key = (namespace.into(), service.into(), attributes.to_vec());
                     let addrs = Arc::new(self.inner.discover(&key).await?);
                     entry.addrs.store(Some(addrs.clone()));
                     self.spawn_refresh(key, Arc::downgrade(&entry));
@@ -242,6 +256,11 @@ fn no_instances(namespace: &str, service: &str) -> DiscoveryError {
 }
 
 impl Inner {
+    /// The hash of an entry's key, from borrowed parts (no allocation).
+    fn hash(&self, namespace: &str, service: &str, attributes: &[(Box<str>, Box<str>)]) -> u64 {
+        self.hasher.hash_one((namespace, service, attributes))
+    }
+
     async fn client(&self) -> &Client {
         self.client
             .get_or_init(|| async {
