@@ -64,6 +64,9 @@ type SocketsFor = (u16, Arc<Vec<IpAddr>>, Arc<[SocketAddr]>);
 /// Which instances: namespace, service and attribute filter.
 type Key = (Box<str>, Box<str>, Vec<(Box<str>, Box<str>)>);
 
+/// Cache entries whose keys share a hash.
+type Bucket = Vec<(Key, Arc<Entry>)>;
+
 /// The instance list of one service.
 struct Entry {
     addrs: ArcSwapOption<Vec<IpAddr>>,
@@ -77,7 +80,7 @@ struct Inner {
     settings: CloudMapSettings,
     client: OnceCell<Client>,
     /// Entries by the hash of their key (see [`Inner::hash`]); colliding keys share a bucket.
-    entries: Mutex<HashMap<u64, Vec<(Key, Arc<Entry>)>>>,
+    entries: Mutex<HashMap<u64, Bucket>>,
     hasher: RandomState,
     refresh_failures: AtomicU64,
 }
