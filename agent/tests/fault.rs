@@ -204,7 +204,11 @@ async fn one_of_three_endpoints_dies_under_load_and_clients_see_no_failure_after
     let eject = r
         .kill_to_ejection
         .expect("the dead endpoint was never ejected");
-    assert!(eject < Duration::from_secs(3), "ejection took {eject:?}");
+    // The connect-failure cool-down keeps the dead endpoint from being tried, so its third
+    // consecutive error (maxServerErrors) may only come from the second probe: at most
+    // 1 s + 2 s after the first cool-down (jitter only shortens); clients see no failure
+    // meanwhile either, as the probes are retried elsewhere.
+    assert!(eject < Duration::from_secs(5), "ejection took {eject:?}");
     assert_eq!(
         r.failures_after_cut, 0,
         "clients saw failures after the ejection"
