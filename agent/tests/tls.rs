@@ -489,7 +489,7 @@ async fn tcp_listener_tls_and_tcp_client_tls() {
         .expect("the enforced policy covers the port")
         .clone();
     let (mut app_side, proxy_side) = tokio::io::duplex(4096);
-    let forward = tokio::spawn(async move { tls.forward_tcp(proxy_side, ingress).await });
+    let forward = tokio::spawn(async move { tls.forward_tcp(proxy_side, ingress, None).await });
     app_side.write_all(b"ping").await.unwrap();
     let mut got = vec![0u8; "echo: ping".len()];
     tokio::time::timeout(Duration::from_secs(10), app_side.read_exact(&mut got))
@@ -517,7 +517,7 @@ async fn tcp_listener_tls_and_tcp_client_tls() {
         .tls
         .client("server.m.local", port)
         .unwrap()
-        .forward_tcp(proxy_side, ingress)
+        .forward_tcp(proxy_side, ingress, None)
         .await
         .expect_err("untrusted server certificate");
     assert!(

@@ -72,6 +72,26 @@ impl LimitKind {
     }
 }
 
+/// What an idle timeout closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdleKind {
+    /// An HTTP/HTTP2/gRPC stream (no body frame for the idle time, or no response head when the
+    /// per-request timeout is disabled).
+    Stream,
+    /// An opaque TCP connection (no byte either way for the idle time).
+    Tcp,
+}
+
+impl IdleKind {
+    const ALL: [IdleKind; 2] = [IdleKind::Stream, IdleKind::Tcp];
+    fn as_str(self) -> &'static str {
+        match self {
+            IdleKind::Stream => "stream",
+            IdleKind::Tcp => "tcp",
+        }
+    }
+}
+
 /// Counters of one label set.
 #[derive(Debug)]
 pub struct RouteStats {
@@ -90,6 +110,8 @@ pub struct RouteStats {
     grpc_requests: AtomicU64,
     /// gRPC statuses of responses (0..=16, then any other), from headers or trailers.
     grpc_statuses: [AtomicU64; GRPC_STATUSES + 1],
+    /// Idle timeouts, by [`IdleKind`].
+    idle_timeouts: [AtomicU64; 2],
 }
 
 /// gRPC status codes with their own counter (0 OK … 16 UNAUTHENTICATED).
@@ -112,6 +134,7 @@ impl RouteStats {
             response_bytes: AtomicU64::new(0),
             grpc_requests: AtomicU64::new(0),
             grpc_statuses: Default::default(),
+            idle_timeouts: Default::default(),
         }
     }
 
@@ -168,6 +191,16 @@ impl RouteStats {
     /// The upstream connection could not be made.
     pub fn connect_failure(&self) {
         self.connect_failures.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// An idle timeout closed a stream or a connection of this label set.
+    pub fn idle_timeout(&self, kind: IdleKind) {
+        self.idle_timeouts[kind as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Idle timeouts of `kind` counted so far.
+    pub fn idle_timeouts(&self, kind: IdleKind) -> u64 {
+        self.idle_timeouts[kind as usize].load(Ordering::Relaxed)
     }
 
     /// The label set's target node (ingress: this node).
@@ -422,6 +455,18 @@ impl Metrics {
                 labels(r),
                 r.connect_failures.load(Ordering::Relaxed)
             );
+        }
+        let _ = writeln!(out, "# TYPE taskmesh_idle_timeouts_total counter");
+        for r in &routes {
+            for k in IdleKind::ALL {
+                let _ = writeln!(
+                    out,
+                    "taskmesh_idle_timeouts_total{{{},kind=\"{}\"}} {}",
+                    labels(r),
+                    k.as_str(),
+                    r.idle_timeouts[k as usize].load(Ordering::Relaxed)
+                );
+            }
         }
         let _ = writeln!(out, "# TYPE taskmesh_request_bytes_total counter");
         for r in &routes {

@@ -20,7 +20,7 @@ use super::{ProxyBody, http_forward, local_response, tcp};
 use crate::access_log::{self, Entry};
 use crate::agent::Shared;
 use crate::config::ActiveConfig;
-use crate::metrics::{Direction, RouteStats};
+use crate::metrics::{Direction, IdleKind, RouteStats};
 
 /// How long an ALLOW_ALL connection may stay silent before it is treated as opaque TCP
 /// (server-speaks-first protocols such as MySQL or SMTP).
@@ -58,12 +58,16 @@ pub async fn serve_connection(
                     // The endpoint counts this connection in flight until it ends.
                     let attempt = routed.take_first();
                     let up = routed.first_addr;
+                    let idle = m.route.timeout.idle;
                     let forwarded = match cfg.tls.client(m.virtual_service, port) {
-                        Some(tls) => tls.forward_tcp(stream, up).await,
-                        None => tcp::forward(stream, up).await,
+                        Some(tls) => tls.forward_tcp(stream, up, idle).await,
+                        None => tcp::forward(stream, up, idle).await,
                     };
                     let outcome = match forwarded {
-                        Ok(_) => {
+                        Ok(s) => {
+                            if s.idle_timed_out {
+                                stats.idle_timeout(IdleKind::Tcp);
+                            }
                             stats.response(200, start.elapsed());
                             crate::cluster::outlier::Outcome::Success
                         }
@@ -93,7 +97,7 @@ pub async fn serve_connection(
                     .await
                     .is_some_and(|host| RouteTable::is_always_allowed(&host));
             if allow_all || aws {
-                if let Err(e) = tcp::forward(stream, dst).await {
+                if let Err(e) = tcp::forward(stream, dst, None).await {
                     tracing::debug!(destination = %dst, error = %e, "pass-through ended");
                 }
             } else {
@@ -137,6 +141,8 @@ struct Decision<'t> {
     target: &'t str,
     stats: Arc<RouteStats>,
     timeout: Option<Duration>,
+    /// The route's stream idle timeout.
+    idle: Option<Duration>,
     /// The route's retry policy (`None`: App Mesh's implicit default applies to routed targets).
     retry_policy: Option<&'t taskmesh_mesh::RetryPolicy>,
     /// Whether the upstream speaks HTTP/2 (target listener `http2` or `grpc`).
@@ -227,7 +233,7 @@ async fn handle(conn: &Conn, mut req: Request<Incoming>) -> Response<Counted<Pro
     if let Some(s) = span.as_mut() {
         s.respond(status, flags, decision.retries.load(Ordering::Relaxed));
     }
-    resp.map(|b| Counted::response(b, decision.stats.clone(), span))
+    resp.map(|b| Counted::response(b, decision.stats.clone(), span).with_idle(decision.idle))
 }
 
 async fn forward(
@@ -245,13 +251,10 @@ async fn forward(
         );
     }
     let attempts = attempts(shared, d, req);
-    match d.timeout {
-        Some(t) => match tokio::time::timeout(t, attempts).await {
+    match super::body::head_deadline(d.timeout, d.idle) {
+        Some((t, kind)) => match tokio::time::timeout(t, attempts).await {
             Ok(r) => r,
-            Err(_) => (
-                local_response(StatusCode::GATEWAY_TIMEOUT, "upstream request timeout\n"),
-                "UT",
-            ),
+            Err(_) => kind.answer(&d.stats),
         },
         None => attempts.await,
     }
@@ -334,6 +337,7 @@ async fn decide<'t>(
                 target: &target.name,
                 stats,
                 timeout: m.route.timeout.per_request,
+                idle: m.route.timeout.idle,
                 retry_policy: m.route.retry_policy.as_ref(),
                 h2: speaks_h2(
                     target
@@ -360,6 +364,7 @@ async fn decide<'t>(
                 || (virtual_service, "", ""),
             ),
             timeout: None,
+            idle: None,
             retry_policy: None,
             h2: false,
             routed: None,
@@ -403,6 +408,7 @@ async fn decide<'t>(
                 target: "",
                 stats,
                 timeout: None,
+                idle: None,
                 retry_policy: None,
                 h2: false,
                 routed: None,

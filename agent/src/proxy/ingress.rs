@@ -25,6 +25,7 @@ struct Conn {
     app: SocketAddr,
     app_authority: http::uri::Authority,
     timeout: Option<Duration>,
+    idle: Option<Duration>,
     stats: Arc<RouteStats>,
 }
 
@@ -92,8 +93,14 @@ pub async fn serve_connection(
         };
         stats.request();
         let start = Instant::now();
-        match tcp::forward(stream, app).await {
-            Ok(_) => stats.response(200, start.elapsed()),
+        let idle = listener.as_ref().and_then(|l| l.timeout.idle);
+        match tcp::forward(stream, app, idle).await {
+            Ok(s) => {
+                if s.idle_timed_out {
+                    stats.idle_timeout(crate::metrics::IdleKind::Tcp);
+                }
+                stats.response(200, start.elapsed())
+            }
             Err(e) => {
                 stats.connect_failure();
                 tracing::warn!(app = %app, error = %e, "ingress tcp forwarding failed");
@@ -110,7 +117,8 @@ pub async fn serve_connection(
         h2: listener
             .as_ref()
             .is_some_and(|l| super::egress::speaks_h2(l.protocol)),
-        timeout: listener.and_then(|l| l.timeout.per_request),
+        timeout: listener.as_ref().and_then(|l| l.timeout.per_request),
+        idle: listener.and_then(|l| l.timeout.idle),
         stats,
     });
     super::serve_http(&shared, stream, builder, move |req| {
@@ -180,21 +188,18 @@ async fn handle(conn: &Conn, mut req: Request<Incoming>) -> Response<Counted<Pro
             let req =
                 req.map(|b| Either::Left(Counted::request(b, conn.stats.clone(), span_bytes)));
             let send = shared.pool.send(req, conn.h2);
-            let res = match conn.timeout {
-                Some(t) => tokio::time::timeout(t, send).await.ok(),
-                None => Some(send.await),
+            let res = match super::body::head_deadline(conn.timeout, conn.idle) {
+                Some((t, kind)) => tokio::time::timeout(t, send).await.map_err(|_| kind),
+                None => Ok(send.await),
             };
             match res {
-                None => (
-                    local_response(StatusCode::GATEWAY_TIMEOUT, "upstream request timeout\n"),
-                    "UT",
-                ),
-                Some(Ok(r)) => {
+                Err(kind) => kind.answer(&conn.stats),
+                Ok(Ok(r)) => {
                     let (mut parts, body) = r.into_parts();
                     http_forward::prepare_response(&mut parts.headers);
                     (Response::from_parts(parts, Either::Left(body)), "-")
                 }
-                Some(Err(e)) if e.is_connect() => {
+                Ok(Err(e)) if e.is_connect() => {
                     conn.stats.connect_failure();
                     tracing::warn!(error = %e, "app connect failure");
                     (
@@ -202,7 +207,7 @@ async fn handle(conn: &Conn, mut req: Request<Incoming>) -> Response<Counted<Pro
                         "UF",
                     )
                 }
-                Some(Err(e)) => {
+                Ok(Err(e)) => {
                     tracing::warn!(error = %e, "app request failed");
                     (
                         local_response(StatusCode::BAD_GATEWAY, "upstream request failed\n"),
@@ -241,5 +246,5 @@ async fn handle(conn: &Conn, mut req: Request<Incoming>) -> Response<Counted<Pro
     if let Some(s) = span.as_mut() {
         s.respond(status, flags, 0);
     }
-    resp.map(|b| Counted::response(b, conn.stats.clone(), span))
+    resp.map(|b| Counted::response(b, conn.stats.clone(), span).with_idle(conn.idle))
 }

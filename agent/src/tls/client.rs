@@ -189,13 +189,14 @@ impl ClientPolicy {
 
 impl ClientPolicy {
     /// Forwards an opaque TCP stream (a tcpRoute target) to `upstream` over TLS, verified as
-    /// for HTTP. Returns bytes (down->up, up->down); a handshake failure is an error naming the
-    /// virtual service.
+    /// for HTTP, closing both sides when nothing moved for `idle` (the route's idle timeout).
+    /// A handshake failure is an error naming the virtual service.
     pub async fn forward_tcp<S: AsyncRead + AsyncWrite + Unpin>(
         &self,
         mut downstream: S,
         upstream: SocketAddr,
-    ) -> std::io::Result<(u64, u64)> {
+        idle: Option<Duration>,
+    ) -> std::io::Result<crate::proxy::tcp::Spliced> {
         let clients = self.clients.get();
         let tcp = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(upstream))
             .await
@@ -213,7 +214,7 @@ impl ClientPolicy {
                     self.virtual_service
                 ))
             })?;
-        tokio::io::copy_bidirectional(&mut downstream, &mut tls).await
+        crate::proxy::tcp::splice(&mut downstream, &mut tls, idle).await
     }
 }
 
