@@ -13,16 +13,10 @@ use taskmesh_e2e::venv::{venv, workspace_root};
 use taskmesh_lambda::admission::{TASK_DEFINITION_TYPE, cfn_is_meshed};
 use taskmesh_lambda::macro_transform::handle_macro_event;
 
-const FIXTURES: &str = "/work/shared/fixtures/ecs-taskdefs";
-
+/// The repository's verbatim copy of shared/fixtures/ecs-taskdefs (see tests/src/fixtures.rs),
+/// so the tests need nothing outside the checkout.
 fn fixtures_dir() -> PathBuf {
-    // CI lays shared/ beside the checkout; developers have it at /work/shared.
-    let beside = workspace_root().join("../shared/fixtures/ecs-taskdefs");
-    if beside.is_dir() {
-        beside
-    } else {
-        PathBuf::from(FIXTURES)
-    }
+    workspace_root().join("tests/fixtures/ecs-taskdefs")
 }
 
 /// Reads CloudFormation templates (YAML short-form tags or JSON) into long-form JSON, the way

@@ -1,4 +1,5 @@
-//! Every real task definition and template in `../shared/fixtures/ecs-taskdefs/` (SOURCES.md
+//! Every real task definition and template in `tests/fixtures/ecs-taskdefs/` (the repository's
+//! verbatim copy of `../shared/fixtures/ecs-taskdefs/`; SOURCES.md
 //! there says where each comes from) goes through inject, inject again, check and eject, with the
 //! expected outcome for each: the meshable ones must inject idempotently, check clean, keep
 //! their identity, and eject back; the negative ones (bridge, host, default network mode,
@@ -18,14 +19,15 @@ fn fixtures_dir() -> PathBuf {
     if let Ok(dir) = std::env::var("TASKMESH_FIXTURES") {
         return PathBuf::from(dir);
     }
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/ecs-taskdefs")
+    // The repository's verbatim copy of shared/fixtures/ecs-taskdefs (see tests/src/fixtures.rs).
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/ecs-taskdefs")
 }
 
 fn load(file: &str) -> Document {
     let path = fixtures_dir().join(file);
     let bytes = std::fs::read(&path).unwrap_or_else(|e| {
         panic!(
-            "cannot read fixture {} ({e}); the fixtures live in shared/fixtures/ecs-taskdefs beside the workspace, or set TASKMESH_FIXTURES",
+            "cannot read fixture {} ({e}); the fixtures live in tests/fixtures/ecs-taskdefs in the workspace, or set TASKMESH_FIXTURES",
             path.display()
         )
     });
