@@ -140,7 +140,7 @@ def main(meta_path, results_path):
     w("")
     w(f"- Everything runs in one network namespace over loopback. Each proxy runs alone on CPU"
       f" {meta['proxy_cpu']} (`taskset -c {meta['proxy_cpu']}`) with one worker: taskmesh-agent"
-      f" `TASKMESH_WORKERS=1` (one tokio worker thread), nginx `worker_processes 1` (figures are"
+      f" `TASKMESH_WORKERS=1` (tokio's current-thread runtime: every connection on one thread), nginx `worker_processes 1` (figures are"
       f" master + worker), haproxy `nbthread 1`. The load generators (wrk, h2load, iperf3 client)"
       f" and the backends (perf-backend, one thread; iperf3 server) share CPU {meta['load_cpu']}.")
     w(f"- Backend: `perf-backend` (tests/src/bin/perf-backend.rs, hyper, HTTP/1.1 + h2c) on"

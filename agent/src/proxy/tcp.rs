@@ -46,6 +46,10 @@ pub async fn forward<S: AsyncRead + AsyncWrite + Unpin>(
     splice(&mut downstream, &mut up, idle).await
 }
 
+/// Bytes moved per read, each direction: 16 KiB like nginx's stream `proxy_buffer_size` and
+/// haproxy's `tune.bufsize` (tokio's default is 8 KiB: twice the system calls for bulk data).
+pub const COPY_BUFFER: usize = 16 * 1024;
+
 /// Copies both ways between `downstream` and `upstream` until either side closes, or until no
 /// byte moved in either direction for `idle`. Both streams are left to the caller to drop
 /// (which closes them).
@@ -59,7 +63,13 @@ where
     U: AsyncRead + AsyncWrite + Unpin + ?Sized,
 {
     let Some(idle) = idle else {
-        let (a, b) = tokio::io::copy_bidirectional(downstream, upstream).await?;
+        let (a, b) = tokio::io::copy_bidirectional_with_sizes(
+            downstream,
+            upstream,
+            COPY_BUFFER,
+            COPY_BUFFER,
+        )
+        .await?;
         return Ok(Spliced {
             down_to_up: a,
             up_to_down: b,
@@ -77,7 +87,8 @@ where
         inner: downstream,
         clock: &clock,
     };
-    let copy = tokio::io::copy_bidirectional(&mut tracked, upstream);
+    let copy =
+        tokio::io::copy_bidirectional_with_sizes(&mut tracked, upstream, COPY_BUFFER, COPY_BUFFER);
     tokio::pin!(copy);
     let timer = tokio::time::sleep(idle);
     tokio::pin!(timer);
