@@ -5,14 +5,13 @@
 
 mod support;
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::collections::HashSet;
 use std::time::Duration;
 
 use aws_sdk_servicediscovery::Client;
 use aws_sdk_servicediscovery::config::{BehaviorVersion, Credentials, Region};
 use serde_json::json;
+use support::alloc::{Counting, count};
 use support::moto::Moto;
 use taskmesh_agent::cluster::Clusters;
 use taskmesh_agent::cluster::outlier::Outcome;
@@ -20,28 +19,8 @@ use taskmesh_agent::discovery::Resolver;
 use taskmesh_agent::discovery::cloudmap::CloudMapSettings;
 use taskmesh_mesh::{MeshDocument, NodeRef, RouteTable};
 
-struct Counting;
-
-thread_local! {
-    static COUNT: Cell<usize> = const { Cell::new(0) };
-}
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let _ = COUNT.try_with(|c| c.set(c.get() + 1));
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
-
 #[global_allocator]
 static GLOBAL: Counting = Counting;
-
-fn count() -> usize {
-    COUNT.with(Cell::get)
-}
 
 /// Registers `ips` as instances of service `colors` in namespace `apps.local`, with
 /// `version` attributes v1 (all but the last) and v2 (the last).

@@ -4,38 +4,19 @@
 //! connect-failure cool-down (a failure starting one, a success ending it) — counted by a global
 //! allocator wrapper on the test's thread.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
+mod support;
+
 use std::sync::atomic::Ordering;
 
 use serde_json::json;
+use support::alloc::{Counting, count};
 use taskmesh_agent::cluster::Clusters;
 use taskmesh_agent::cluster::outlier::Outcome;
 use taskmesh_agent::discovery::Resolver;
 use taskmesh_mesh::{MeshDocument, NodeRef, RouteTable};
 
-struct Counting;
-
-thread_local! {
-    static COUNT: Cell<usize> = const { Cell::new(0) };
-}
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let _ = COUNT.try_with(|c| c.set(c.get() + 1));
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
-
 #[global_allocator]
 static GLOBAL: Counting = Counting;
-
-fn count() -> usize {
-    COUNT.with(Cell::get)
-}
 
 #[test]
 fn routing_to_an_endpoint_set_does_not_allocate() {

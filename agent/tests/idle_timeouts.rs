@@ -9,7 +9,6 @@ mod support;
 use std::convert::Infallible;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -19,6 +18,7 @@ use hyper::body::{Frame, Incoming};
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use serde_json::json;
+use support::netns::{admin_get, connect, start_transparent_agent, std_listener};
 use support::{DocBuilder, HttpClient, World, http_backend};
 use taskmesh_e2e::netns::Netns;
 use tokio::net::TcpListener;
@@ -297,23 +297,6 @@ async fn ingress_tcp_listener_idle_closes_a_silent_connection_only() {
     agent.shutdown().await;
 }
 
-fn std_listener(ns: &Netns, addr: &str) -> tokio::net::TcpListener {
-    let l = ns
-        .enter(|| std::net::TcpListener::bind(addr))
-        .expect("enter namespace")
-        .expect("bind inside namespace");
-    l.set_nonblocking(true).unwrap();
-    tokio::net::TcpListener::from_std(l).unwrap()
-}
-
-fn connect(ns: &Netns, addr: &str) -> std::io::Result<TcpStream> {
-    let s = ns
-        .enter(|| TcpStream::connect(addr))
-        .expect("enter namespace")?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    Ok(s)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tcp_route_idle_closes_a_silent_connection_only() {
     let ns = Netns::create("tm-idle").expect("network namespace (needs root)");
@@ -334,64 +317,23 @@ async fn tcp_route_idle_closes_a_silent_connection_only() {
             {"virtualNodeName": "db", "spec": {
                 "listeners": [{"portMapping": {"port": 7100, "protocol": "tcp"}}],
                 "serviceDiscovery": {"dns": {"hostname": "127.0.0.1"}}}}]});
-    let dir = tempfile::tempdir().unwrap();
-    let docp = dir.path().join("mesh.json");
-    std::fs::write(&docp, doc.to_string()).unwrap();
-    ns.exec(&[
-        "iptables",
-        "-t",
-        "nat",
-        "-A",
-        "OUTPUT",
-        "-p",
-        "tcp",
-        "-m",
-        "owner",
-        "!",
-        "--uid-owner",
-        "1337",
-        "--dport",
-        "7000",
-        "-j",
-        "REDIRECT",
-        "--to-ports",
-        "15001",
-    ])
-    .expect("iptables REDIRECT inside the namespace");
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
-    let mut cmd = ns.command_as(1337, 1337, env!("CARGO_BIN_EXE_taskmesh-agent"));
-    cmd.env("APPMESH_RESOURCE_ARN", "mesh/m/virtualNode/front")
-        .env("TASKMESH_CONFIG", format!("file://{}", docp.display()))
-        .env("TASKMESH_CACHE", dir.path().join("cache.json"))
-        .stdout(Stdio::null());
-    let mut child = cmd.spawn().unwrap();
+    let agent = start_transparent_agent(&ns, &doc.to_string(), "front", "7000");
     let ns = std::sync::Arc::new(ns);
     let ns2 = ns.clone();
     let (took, metrics) = tokio::task::spawn_blocking(move || {
         let ns = ns2;
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while connect(&ns, "127.0.0.1:9901").is_err() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        std::thread::sleep(Duration::from_millis(300));
         let mut s = connect(&ns, "127.0.0.1:7000").unwrap();
         let mut g = [0u8; 6];
         s.read_exact(&mut g).expect("greeting through the tcpRoute");
         assert_eq!(&g, b"hello ");
         steady(&mut s, 10);
         let took = silent_until_closed(&mut s);
-        let mut a = connect(&ns, "127.0.0.1:9901").unwrap();
-        a.write_all(b"GET /stats/prometheus HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n")
-            .unwrap();
-        let mut metrics = String::new();
-        let _ = a.read_to_string(&mut metrics);
+        let metrics = admin_get(&ns, "/stats/prometheus");
         (took, metrics)
     })
     .await
     .unwrap();
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(agent);
     let took = took.expect("silent tcpRoute connection not closed within 8 s");
     assert!(took >= Duration::from_millis(IDLE_MS - 50), "{took:?}");
     assert!(

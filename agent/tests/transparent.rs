@@ -6,30 +6,11 @@
 mod support;
 
 use std::io::{Read, Write};
-use std::net::TcpStream;
-use std::process::Stdio;
-use std::time::{Duration, Instant};
 
 use serde_json::json;
 use support::DocBuilder;
+use support::netns::{connect, start_transparent_agent, std_listener};
 use taskmesh_e2e::netns::Netns;
-
-fn std_listener(ns: &Netns, addr: &str) -> tokio::net::TcpListener {
-    let l = ns
-        .enter(|| std::net::TcpListener::bind(addr))
-        .expect("enter namespace")
-        .expect("bind inside namespace");
-    l.set_nonblocking(true).unwrap();
-    tokio::net::TcpListener::from_std(l).unwrap()
-}
-
-fn connect(ns: &Netns, addr: &str) -> std::io::Result<TcpStream> {
-    let s = ns
-        .enter(|| TcpStream::connect(addr))
-        .expect("enter namespace")?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    Ok(s)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redirected_tcp_and_http_use_the_original_destination() {
@@ -46,46 +27,7 @@ async fn redirected_tcp_and_http_use_the_original_destination() {
         .routed_service("db.local", "rdb", 7000, "tcp")
         .tcp_route("rdb", "db", &[("db", 1)])
         .json();
-    let dir = tempfile::tempdir().unwrap();
-    let docp = dir.path().join("mesh.json");
-    std::fs::write(&docp, doc).unwrap();
-    ns.exec(&[
-        "iptables",
-        "-t",
-        "nat",
-        "-A",
-        "OUTPUT",
-        "-p",
-        "tcp",
-        "-m",
-        "owner",
-        "!",
-        "--uid-owner",
-        "1337",
-        "-m",
-        "multiport",
-        "--dports",
-        "7000,7300,7443,9080",
-        "-j",
-        "REDIRECT",
-        "--to-ports",
-        "15001",
-    ])
-    .expect("iptables REDIRECT inside the namespace");
-    // The agent runs as uid 1337, exempt from the redirect (as ECS's IgnoredUID).
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
-    let mut cmd = ns.command_as(1337, 1337, env!("CARGO_BIN_EXE_taskmesh-agent"));
-    cmd.env("APPMESH_RESOURCE_ARN", "mesh/m/virtualNode/front")
-        .env("TASKMESH_CONFIG", format!("file://{}", docp.display()))
-        .env("TASKMESH_CACHE", dir.path().join("cache.json"))
-        .stdout(Stdio::null());
-    let mut child = cmd.spawn().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while connect(&ns, "127.0.0.1:9901").is_err() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    std::thread::sleep(Duration::from_millis(300));
+    let agent = start_transparent_agent(&ns, &doc, "front", "7000,7300,7443,9080");
 
     // tcpRoute by original port 7000 -> node db on 7100.
     let mut s = connect(&ns, "127.0.0.1:7000").unwrap();
@@ -128,8 +70,7 @@ async fn redirected_tcp_and_http_use_the_original_destination() {
         "other TLS destinations are closed"
     );
 
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(agent);
 }
 
 /// A real TLS ClientHello (from rustls) for `host`.

@@ -8,29 +8,10 @@
 mod support;
 
 use std::io::{Read, Write};
-use std::net::TcpStream;
-use std::process::Stdio;
-use std::time::{Duration, Instant};
 
 use serde_json::json;
+use support::netns::{admin_get, connect, start_transparent_agent, std_listener};
 use taskmesh_e2e::netns::Netns;
-
-fn std_listener(ns: &Netns, addr: &str) -> tokio::net::TcpListener {
-    let l = ns
-        .enter(|| std::net::TcpListener::bind(addr))
-        .expect("enter namespace")
-        .expect("bind inside namespace");
-    l.set_nonblocking(true).unwrap();
-    tokio::net::TcpListener::from_std(l).unwrap()
-}
-
-fn connect(ns: &Netns, addr: &str) -> std::io::Result<TcpStream> {
-    let s = ns
-        .enter(|| TcpStream::connect(addr))
-        .expect("enter namespace")?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    Ok(s)
-}
 
 /// One connection to the tcpRoute's port: the greeting of the endpoint it reached, or `None`
 /// when the agent closed it (no endpoint reached).
@@ -69,43 +50,7 @@ async fn tcp_route_connections_avoid_an_ejected_endpoint() {
                     "outlierDetection": {"maxServerErrors": 1, "interval": {"value": 10, "unit": "s"},
                         "baseEjectionDuration": {"value": 60, "unit": "s"}, "maxEjectionPercent": 50}}],
                 "serviceDiscovery": {"dns": {"hostname": "db.test", "responseType": "ENDPOINTS"}}}}]});
-    let dir = tempfile::tempdir().unwrap();
-    let docp = dir.path().join("mesh.json");
-    std::fs::write(&docp, doc.to_string()).unwrap();
-    ns.exec(&[
-        "iptables",
-        "-t",
-        "nat",
-        "-A",
-        "OUTPUT",
-        "-p",
-        "tcp",
-        "-m",
-        "owner",
-        "!",
-        "--uid-owner",
-        "1337",
-        "--dport",
-        "7000",
-        "-j",
-        "REDIRECT",
-        "--to-ports",
-        "15001",
-    ])
-    .expect("iptables REDIRECT inside the namespace");
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
-    let mut cmd = ns.command_as(1337, 1337, env!("CARGO_BIN_EXE_taskmesh-agent"));
-    cmd.env("APPMESH_RESOURCE_ARN", "mesh/m/virtualNode/front")
-        .env("TASKMESH_CONFIG", format!("file://{}", docp.display()))
-        .env("TASKMESH_CACHE", dir.path().join("cache.json"))
-        .stdout(Stdio::null());
-    let mut child = cmd.spawn().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while connect(&ns, "127.0.0.1:9901").is_err() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    std::thread::sleep(Duration::from_millis(300));
+    let agent = start_transparent_agent(&ns, &doc.to_string(), "front", "7000");
 
     let mut failed = 0;
     let mut reached = std::collections::BTreeMap::<String, u32>::new();
@@ -115,13 +60,8 @@ async fn tcp_route_connections_avoid_an_ejected_endpoint() {
             None => failed += 1,
         }
     }
-    let mut s = connect(&ns, "127.0.0.1:9901").unwrap();
-    s.write_all(b"GET /clusters?format=text HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n")
-        .unwrap();
-    let mut clusters = String::new();
-    let _ = s.read_to_string(&mut clusters);
-    let _ = child.kill();
-    let _ = child.wait();
+    let clusters = admin_get(&ns, "/clusters?format=text");
+    drop(agent);
 
     // Without the endpoint sets (one endpoint per connection, round robin) a third would fail.
     assert!(failed <= 1, "{failed} connections failed: {reached:?}");

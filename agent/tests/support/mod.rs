@@ -2,8 +2,10 @@
 //! a keep-alive HTTP client, mesh-document writers, agent start-up helpers, and a moto server.
 #![allow(dead_code)]
 
+pub mod alloc;
 pub mod endpoints;
 pub mod moto;
+pub mod netns;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
