@@ -232,5 +232,10 @@ async fn ingress_listener_connection_pool_overflow_is_503() {
         ],
         "one in flight, one queued, one over the pool"
     );
+    let prom = admin_get(agent.admin_addr, "/stats/prometheus").await.1;
+    assert!(
+        prom.contains("taskmesh_limit_rejections_total{reason=\"pool_overflow\"} 1\n"),
+        "the overflow is counted:\n{prom}"
+    );
     agent.shutdown().await;
 }

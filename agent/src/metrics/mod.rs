@@ -53,14 +53,18 @@ pub enum LimitKind {
     Malformed,
     /// Request head too slow or connection idle too long.
     ClientTimeout,
+    /// Over a listener's `connectionPool` (requests or TCP connections to the app) with the
+    /// pending queue full: answered 503 at once (HTTP) or closed (TCP), Envoy's `UO`.
+    PoolOverflow,
 }
 
 impl LimitKind {
-    const ALL: [LimitKind; 4] = [
+    const ALL: [LimitKind; 5] = [
         LimitKind::ConnectionOverflow,
         LimitKind::HeadTooLarge,
         LimitKind::Malformed,
         LimitKind::ClientTimeout,
+        LimitKind::PoolOverflow,
     ];
     fn as_str(self) -> &'static str {
         match self {
@@ -68,6 +72,7 @@ impl LimitKind {
             LimitKind::HeadTooLarge => "head_too_large",
             LimitKind::Malformed => "malformed",
             LimitKind::ClientTimeout => "client_timeout",
+            LimitKind::PoolOverflow => "pool_overflow",
         }
     }
 }
@@ -224,7 +229,7 @@ pub struct Metrics {
     fetch_failures: AtomicU64,
     connections_active: [AtomicI64; 2],
     connections_total: [AtomicU64; 2],
-    limits: [AtomicU64; 4],
+    limits: [AtomicU64; LimitKind::ALL.len()],
     routes: Mutex<HashMap<LabelKey, Arc<RouteStats>>>,
     trace_dropped: AtomicU64,
     /// Spans exported and failed exports, per exporter (0 OTLP, 1 X-Ray).

@@ -15,7 +15,7 @@ use super::body::Counted;
 use super::{ProxyBody, http_forward, local_response, tcp};
 use crate::access_log::{self, Entry};
 use crate::agent::Shared;
-use crate::metrics::{Direction, RouteStats};
+use crate::metrics::{Direction, LimitKind, RouteStats};
 
 struct Conn {
     shared: Arc<Shared>,
@@ -85,6 +85,7 @@ pub async fn serve_connection(
             Some(l) => match l.acquire().await {
                 Some(p) => Some(p),
                 None => {
+                    shared.metrics.limit_hit(LimitKind::PoolOverflow);
                     tracing::info!(%peer, port, "listener connection pool full; closing");
                     return;
                 }
@@ -137,6 +138,7 @@ async fn handle(conn: &Conn, mut req: Request<Incoming>) -> Response<Counted<Pro
         Some(l) => match l.acquire().await {
             Some(p) => Some(p),
             None => {
+                shared.metrics.limit_hit(LimitKind::PoolOverflow);
                 let r = local_response(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "upstream connection pool overflow\n",
