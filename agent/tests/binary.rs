@@ -48,6 +48,9 @@ fn spawn_agent(world: &World, node: &str, drain_s: u64) -> Proc {
         .env("LISTENER_DRAIN_WAIT_TIME_S", drain_s.to_string())
         .env("TASKMESH_CACHE", &world.cache)
         .env("TASKMESH_POLL_SECONDS", "1")
+        // One worker: the current-thread runtime a task with one vCPU gets (the in-process
+        // tests and the namespace tests run the multi-threaded one).
+        .env("TASKMESH_WORKERS", "1")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -134,17 +137,34 @@ async fn sigterm_drains_in_flight_requests_and_exits_zero() {
             "an in-flight request was dropped"
         );
     }
-    let status = tokio::task::spawn_blocking(move || {
-        let s = p.child.wait().unwrap();
-        (s, p)
+    let (status, out) = tokio::task::spawn_blocking(move || {
+        let mut out = String::new();
+        use std::io::Read;
+        p.child
+            .stdout
+            .take()
+            .unwrap()
+            .read_to_string(&mut out)
+            .unwrap();
+        (p.child.wait().unwrap(), out)
     })
     .await
-    .unwrap()
-    .0;
+    .unwrap();
     assert!(status.success(), "exit status {status:?}");
     assert!(
         t0.elapsed() < Duration::from_secs(8),
         "exited once drained, not after the full wait"
+    );
+    // Every request answered during the drain is in the access log: the batched lines still
+    // pending at exit are written before the process goes.
+    let logged = out
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["direction"] == "egress" && v["path"] == "/slow/1500" && v["code"] == 200)
+        .count();
+    assert_eq!(
+        logged, 20,
+        "access-log lines of the drained requests in:\n{out}"
     );
 }
 
