@@ -183,15 +183,11 @@ impl Drop for Agent {
 
 fn spawn_agent(world: &World, node: &str) -> Agent {
     let (ingress, egress, admin) = (free_port(), free_port(), free_port());
-    let mut child = Command::new(env!("CARGO_BIN_EXE_taskmesh-agent"))
-        .env_clear()
-        .env("APPMESH_RESOURCE_ARN", format!("mesh/m/virtualNode/{node}"))
-        .env("TASKMESH_CONFIG", world.uri())
+    let mut child = world
+        .agent_command(node)
         .env("TASKMESH_INGRESS_PORT", ingress.to_string())
         .env("TASKMESH_EGRESS_PORT", egress.to_string())
-        .env("TASKMESH_LISTEN_ADDR", "127.0.0.1")
         .env("ENVOY_ADMIN_ACCESS_PORT", admin.to_string())
-        .env("TASKMESH_CACHE", &world.cache)
         .env("TASKMESH_CLOUDWATCH_EMF", "1")
         .env("TASKMESH_CLOUDWATCH_EMF_INTERVAL_SECONDS", "0.3")
         .env("TASKMESH_CLOUDWATCH_NAMESPACE", "AppMeshTest")
@@ -406,14 +402,8 @@ async fn emf_lines_follow_the_spec_and_count_real_traffic() {
 #[test]
 fn a_bad_emf_interval_stops_the_agent_with_a_clear_error() {
     let world = World::new("meshName: m\nvirtualNodes: []\n");
-    let out = Command::new(env!("CARGO_BIN_EXE_taskmesh-agent"))
-        .env_clear()
-        .env("APPMESH_RESOURCE_ARN", "mesh/m/virtualNode/front")
-        .env("TASKMESH_CONFIG", world.uri())
-        .env("TASKMESH_INGRESS_PORT", "0")
-        .env("TASKMESH_EGRESS_PORT", "0")
-        .env("ENVOY_ADMIN_ACCESS_PORT", "0")
-        .env("TASKMESH_CACHE", &world.cache)
+    let out = world
+        .agent_command("front")
         .env("TASKMESH_CLOUDWATCH_EMF", "1")
         .env("TASKMESH_CLOUDWATCH_EMF_INTERVAL_SECONDS", "soon")
         .output()

@@ -768,14 +768,8 @@ async fn xray_segments_from_the_envoy_variables_follow_the_schema() {
 #[test]
 fn a_bad_xray_sampling_rate_stops_the_agent_with_a_clear_error() {
     let world = World::new("meshName: m\nvirtualNodes: []\n");
-    let out = Command::new(env!("CARGO_BIN_EXE_taskmesh-agent"))
-        .env_clear()
-        .env("APPMESH_RESOURCE_ARN", "mesh/m/virtualNode/front")
-        .env("TASKMESH_CONFIG", world.uri())
-        .env("TASKMESH_INGRESS_PORT", "0")
-        .env("TASKMESH_EGRESS_PORT", "0")
-        .env("ENVOY_ADMIN_ACCESS_PORT", "0")
-        .env("TASKMESH_CACHE", &world.cache)
+    let out = world
+        .agent_command("front")
         .env("ENABLE_ENVOY_XRAY_TRACING", "1")
         .env("XRAY_SAMPLING_RATE", "5%")
         .output()

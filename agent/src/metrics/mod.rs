@@ -428,15 +428,20 @@ impl Metrics {
                     &b.target_node,
                 ))
         });
-        let _ = writeln!(out, "# TYPE taskmesh_requests_total counter");
-        for r in &routes {
-            let _ = writeln!(
-                out,
-                "taskmesh_requests_total{{{}}} {}",
-                labels(r),
-                r.requests.load(Ordering::Relaxed)
-            );
-        }
+        // One `# TYPE` line, then the counter of every label set.
+        let route_counter =
+            |out: &mut String, name: &str, counter: fn(&RouteStats) -> &AtomicU64| {
+                let _ = writeln!(out, "# TYPE {name} counter");
+                for r in &routes {
+                    let _ = writeln!(
+                        out,
+                        "{name}{{{}}} {}",
+                        labels(r),
+                        counter(r).load(Ordering::Relaxed)
+                    );
+                }
+            };
+        route_counter(&mut out, "taskmesh_requests_total", |r| &r.requests);
         let _ = writeln!(out, "# TYPE taskmesh_responses_total counter");
         for r in &routes {
             for (i, c) in r.responses.iter().enumerate() {
@@ -449,18 +454,9 @@ impl Metrics {
                 );
             }
         }
-        let _ = writeln!(
-            out,
-            "# TYPE taskmesh_upstream_connect_failures_total counter"
-        );
-        for r in &routes {
-            let _ = writeln!(
-                out,
-                "taskmesh_upstream_connect_failures_total{{{}}} {}",
-                labels(r),
-                r.connect_failures.load(Ordering::Relaxed)
-            );
-        }
+        route_counter(&mut out, "taskmesh_upstream_connect_failures_total", |r| {
+            &r.connect_failures
+        });
         let _ = writeln!(out, "# TYPE taskmesh_idle_timeouts_total counter");
         for r in &routes {
             for k in IdleKind::ALL {
@@ -473,33 +469,15 @@ impl Metrics {
                 );
             }
         }
-        let _ = writeln!(out, "# TYPE taskmesh_request_bytes_total counter");
-        for r in &routes {
-            let _ = writeln!(
-                out,
-                "taskmesh_request_bytes_total{{{}}} {}",
-                labels(r),
-                r.request_bytes.load(Ordering::Relaxed)
-            );
-        }
-        let _ = writeln!(out, "# TYPE taskmesh_response_bytes_total counter");
-        for r in &routes {
-            let _ = writeln!(
-                out,
-                "taskmesh_response_bytes_total{{{}}} {}",
-                labels(r),
-                r.response_bytes.load(Ordering::Relaxed)
-            );
-        }
-        let _ = writeln!(out, "# TYPE taskmesh_grpc_requests_total counter");
-        for r in &routes {
-            let _ = writeln!(
-                out,
-                "taskmesh_grpc_requests_total{{{}}} {}",
-                labels(r),
-                r.grpc_requests.load(Ordering::Relaxed)
-            );
-        }
+        route_counter(&mut out, "taskmesh_request_bytes_total", |r| {
+            &r.request_bytes
+        });
+        route_counter(&mut out, "taskmesh_response_bytes_total", |r| {
+            &r.response_bytes
+        });
+        route_counter(&mut out, "taskmesh_grpc_requests_total", |r| {
+            &r.grpc_requests
+        });
         let _ = writeln!(out, "# TYPE taskmesh_grpc_responses_total counter");
         for r in &routes {
             for (code, c) in r.grpc_statuses.iter().enumerate() {

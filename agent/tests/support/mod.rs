@@ -299,6 +299,22 @@ impl World {
         format!("file://{}", self.doc.display())
     }
 
+    /// The agent binary as node `node` of this world's document: a clean environment, the
+    /// document and cache of this world, listeners on 127.0.0.1 with kernel-chosen ports
+    /// (override `TASKMESH_*_PORT` / `ENVOY_ADMIN_ACCESS_PORT` to pick them).
+    pub fn agent_command(&self, node: &str) -> std::process::Command {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_taskmesh-agent"));
+        cmd.env_clear()
+            .env("APPMESH_RESOURCE_ARN", format!("mesh/m/virtualNode/{node}"))
+            .env("TASKMESH_CONFIG", self.uri())
+            .env("TASKMESH_CACHE", &self.cache)
+            .env("TASKMESH_LISTEN_ADDR", "127.0.0.1")
+            .env("TASKMESH_INGRESS_PORT", "0")
+            .env("TASKMESH_EGRESS_PORT", "0")
+            .env("ENVOY_ADMIN_ACCESS_PORT", "0");
+        cmd
+    }
+
     pub fn settings(&self, node: &str) -> Settings {
         settings(node, &self.uri(), &self.cache)
     }
