@@ -28,7 +28,7 @@ use super::replay::{RETRY_BUFFER_BYTES, Replay, ReplayBody};
 use super::{Cluster, InFlight, Routed};
 use crate::metrics::RouteStats;
 use crate::proxy::body::Counted;
-use crate::proxy::pool::{UpstreamBody, UpstreamError};
+use crate::proxy::pool::{UpstreamBody, UpstreamError, UpstreamResponseBody};
 use crate::proxy::{ProxyBody, http_forward, local_response};
 
 /// Retries always allowed in flight per cluster (Envoy's `min_retry_concurrency`).
@@ -171,7 +171,7 @@ pub async fn run<F, Fut>(
 ) -> (Response<ProxyBody>, &'static str)
 where
     F: Fn(Request<UpstreamBody>) -> Fut,
-    Fut: Future<Output = Result<Response<Incoming>, UpstreamError>>,
+    Fut: Future<Output = Result<Response<UpstreamResponseBody>, UpstreamError>>,
 {
     let policy = match (route_policy, routed) {
         (Some(p), Some(_)) => Some(p),

@@ -34,7 +34,7 @@ use crate::metrics::{Direction, LimitKind};
 pub type Server = hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor>;
 
 /// Body of every proxied response: the upstream's stream, or a small local answer.
-pub type ProxyBody = Either<Incoming, Full<Bytes>>;
+pub type ProxyBody = Either<pool::UpstreamResponseBody, Full<Bytes>>;
 
 /// A locally generated response (404 no route, 503 no upstream, …).
 pub fn local_response(status: StatusCode, msg: &'static str) -> Response<ProxyBody> {

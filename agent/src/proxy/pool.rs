@@ -1,14 +1,25 @@
-//! Upstream connections with reuse: pooled hyper-util clients (HTTP/1.1 keep-alive, and HTTP/2
-//! multiplexed for http2/grpc targets) keyed by upstream address, idle connections kept for `TASKMESH_UPSTREAM_IDLE_SECONDS`.
+//! Upstream connections with reuse, keyed by upstream address, idle connections kept for
+//! `TASKMESH_UPSTREAM_IDLE_SECONDS`: HTTP/1.1 keep-alive connections in our own pool
+//! ([`Http1Pool`]: hyper's connection handles, checked out per exchange and returned when the
+//! response body ends), HTTP/2 multiplexed through hyper-util's pooled client.
 
-use std::time::Duration;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use http::{Request, Response};
+use http_body::{Body, Frame, SizeHint};
 use http_body_util::Either;
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::net::TcpStream;
 
 /// How long to wait for an upstream TCP connection.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -21,16 +32,16 @@ pub enum UpstreamError {
     Connect {
         /// The upstream.
         addr: String,
-        /// The client error.
-        source: hyper_util::client::legacy::Error,
+        /// What failed.
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
     /// The exchange failed after connecting.
     #[error("upstream {addr}: {source}")]
     Exchange {
         /// The upstream.
         addr: String,
-        /// The client error.
-        source: hyper_util::client::legacy::Error,
+        /// What failed.
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
     /// The TLS handshake towards a backend with a client TLS policy failed (untrusted or
     /// mismatched server certificate, client certificate refused, …).
@@ -64,10 +75,11 @@ impl UpstreamError {
 /// (retries, and requests whose small body is kept for them: `crate::cluster::replay`).
 pub type UpstreamBody = Either<super::body::Counted<Incoming>, crate::cluster::replay::ReplayBody>;
 
-/// Pooled upstream client.
+/// Pooled upstream client: HTTP/1.1 keep-alive connections in [`Http1Pool`], HTTP/2 (targets
+/// whose listener is `http2` or `grpc`) multiplexed through hyper-util's pooled client.
 #[derive(Clone)]
 pub struct UpstreamPool {
-    client: Client<HttpConnector, UpstreamBody>,
+    h1: Http1Pool,
     h2: Client<HttpConnector, UpstreamBody>,
 }
 
@@ -78,13 +90,6 @@ impl UpstreamPool {
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
         connector.enforce_http(true);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(idle)
-            .pool_timer(TokioTimer::new())
-            .pool_max_idle_per_host(1024)
-            .retry_canceled_requests(true)
-            .set_host(false)
-            .build(connector.clone());
         let h2 = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(idle)
             .pool_timer(TokioTimer::new())
@@ -93,33 +98,378 @@ impl UpstreamPool {
             .http2_keep_alive_interval(Duration::from_secs(30))
             .set_host(false)
             .build(connector);
-        UpstreamPool { client, h2 }
+        UpstreamPool {
+            h1: Http1Pool::new(idle),
+            h2,
+        }
     }
 
-    /// Sends `req` (absolute URI) over HTTP/1.1, or over HTTP/2 with prior knowledge when `h2`
-    /// (targets whose listener is `http2` or `grpc`), and returns the streaming response.
+    /// The HTTP/1.1 keep-alive pool.
+    pub fn http1(&self) -> &Http1Pool {
+        &self.h1
+    }
+
+    /// Sends `req` (absolute `http://ip:port/…` URI) over HTTP/1.1, or over HTTP/2 with prior
+    /// knowledge when `h2` (targets whose listener is `http2` or `grpc`), and returns the
+    /// streaming response.
     pub async fn send(
         &self,
         mut req: Request<UpstreamBody>,
         h2: bool,
-    ) -> Result<Response<Incoming>, UpstreamError> {
-        let addr = req
+    ) -> Result<Response<UpstreamResponseBody>, UpstreamError> {
+        if !h2 {
+            return self.h1.send(req).await;
+        }
+        let authority = req.uri().authority().cloned();
+        *req.version_mut() = http::Version::HTTP_2;
+        match self.h2.request(req).await {
+            Ok(r) => Ok(r.map(UpstreamResponseBody::unpooled)),
+            Err(source) => {
+                let addr = authority.map(|a| a.to_string()).unwrap_or_default();
+                Err(if source.is_connect() {
+                    UpstreamError::Connect {
+                        addr,
+                        source: Box::new(source),
+                    }
+                } else {
+                    UpstreamError::Exchange {
+                        addr,
+                        source: Box::new(source),
+                    }
+                })
+            }
+        }
+    }
+}
+
+/// How long a checked-out idle connection may take to become ready (its previous response just
+/// ended and its connection task has not run yet) before another one is tried.
+const READY_WAIT: Duration = Duration::from_millis(10);
+
+/// Idle connections kept per upstream address at most; more are closed when they go idle.
+const MAX_IDLE_PER_UPSTREAM: usize = 1024;
+
+type Sender = hyper::client::conn::http1::SendRequest<UpstreamBody>;
+
+/// HTTP/1.1 keep-alive connections by upstream address.
+///
+/// A connection is checked out for one exchange and comes back when its response body has
+/// been read to the end ([`UpstreamResponseBody`] returns it; nothing is spawned per request).
+/// Idle connections are reused last-in first-out, so the fewest stay warm, and are closed
+/// after the idle timeout by a sweep every `idle / 2` (at most every 5 s). A request that
+/// could not be written on a reused connection (the upstream closed it in the meantime) is
+/// sent again on a fresh one.
+#[derive(Clone)]
+pub struct Http1Pool {
+    inner: Arc<Http1Inner>,
+}
+
+struct Http1Inner {
+    idle: Mutex<HashMap<SocketAddr, Vec<IdleConn>>>,
+    idle_timeout: Duration,
+    sweeping: AtomicBool,
+    opened: AtomicU64,
+    reused: AtomicU64,
+}
+
+struct IdleConn {
+    tx: Sender,
+    since: Instant,
+}
+
+/// Connection counters of an [`Http1Pool`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Http1PoolStats {
+    /// Connections opened since start.
+    pub opened: u64,
+    /// Requests sent on a reused connection since start.
+    pub reused: u64,
+    /// Connections idle in the pool now.
+    pub idle: usize,
+}
+
+impl Http1Pool {
+    /// An empty pool closing connections idle for `idle_timeout`.
+    pub fn new(idle_timeout: Duration) -> Http1Pool {
+        Http1Pool {
+            inner: Arc::new(Http1Inner {
+                idle: Mutex::new(HashMap::new()),
+                idle_timeout,
+                sweeping: AtomicBool::new(false),
+                opened: AtomicU64::new(0),
+                reused: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    /// Counters: connections opened, requests on reused connections, connections idle now.
+    pub fn stats(&self) -> Http1PoolStats {
+        let idle = self.inner.lock().values().map(Vec::len).sum();
+        Http1PoolStats {
+            opened: self.inner.opened.load(Ordering::Relaxed),
+            reused: self.inner.reused.load(Ordering::Relaxed),
+            idle,
+        }
+    }
+
+    /// Sends `req` (absolute `http://ip:port/…` URI; sent in origin form) on an idle
+    /// connection to that address, or a new one.
+    pub async fn send(
+        &self,
+        mut req: Request<UpstreamBody>,
+    ) -> Result<Response<UpstreamResponseBody>, UpstreamError> {
+        let addr = match req
             .uri()
             .authority()
-            .map(|a| a.as_str().to_string())
-            .unwrap_or_default();
-        let client = if h2 {
-            *req.version_mut() = http::Version::HTTP_2;
-            &self.h2
-        } else {
-            &self.client
-        };
-        client.request(req).await.map_err(|source| {
-            if source.is_connect() {
-                UpstreamError::Connect { addr, source }
-            } else {
-                UpstreamError::Exchange { addr, source }
+            .and_then(|a| a.as_str().parse::<SocketAddr>().ok())
+        {
+            Some(a) => a,
+            None => {
+                return Err(UpstreamError::Exchange {
+                    addr: req.uri().to_string(),
+                    source: "the upstream URI has no ip:port authority".into(),
+                });
             }
+        };
+        origin_form(&mut req);
+        while let Some(mut tx) = self.inner.checkout(addr) {
+            if !tx.is_ready() {
+                match tokio::time::timeout(READY_WAIT, tx.ready()).await {
+                    Ok(Ok(())) => {}
+                    // Closed, or still busy (its previous request body is still being sent):
+                    // dropping this handle closes it once that exchange is over.
+                    _ => continue,
+                }
+            }
+            match tx.try_send_request(req).await {
+                Ok(resp) => {
+                    self.inner.reused.fetch_add(1, Ordering::Relaxed);
+                    return Ok(self.lease(resp, addr, tx));
+                }
+                Err(mut e) => match e.take_message() {
+                    // Not written: the connection closed under us. Try the next one.
+                    Some(r) => req = r,
+                    None => return Err(exchange_error(addr, e.into_error())),
+                },
+            }
+        }
+        let mut tx = self.connect(addr).await?;
+        match tx.try_send_request(req).await {
+            Ok(resp) => Ok(self.lease(resp, addr, tx)),
+            Err(e) => Err(exchange_error(addr, e.into_error())),
+        }
+    }
+
+    fn lease(
+        &self,
+        resp: Response<Incoming>,
+        addr: SocketAddr,
+        tx: Sender,
+    ) -> Response<UpstreamResponseBody> {
+        resp.map(|inner| UpstreamResponseBody {
+            inner,
+            lease: Some(Lease {
+                pool: self.clone(),
+                addr,
+                tx,
+            }),
+            done: false,
         })
+    }
+
+    async fn connect(&self, addr: SocketAddr) -> Result<Sender, UpstreamError> {
+        let connect_error = |source: Box<dyn std::error::Error + Send + Sync>| {
+            UpstreamError::Connect {
+                addr: addr.to_string(),
+                source,
+            }
+        };
+        let stream = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await
+        {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => return Err(connect_error(Box::new(e))),
+            Err(_) => {
+                return Err(connect_error(Box::new(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("no connection within {CONNECT_TIMEOUT:?}"),
+                ))));
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let (tx, conn) = hyper::client::conn::http1::Builder::new()
+            .handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| connect_error(Box::new(e)))?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(upstream = %addr, error = %e, "upstream connection ended with an error");
+            }
+        });
+        self.inner.opened.fetch_add(1, Ordering::Relaxed);
+        self.start_sweeping();
+        Ok(tx)
+    }
+
+    /// Starts the idle sweep (once, from the first connection: it needs a runtime).
+    fn start_sweeping(&self) {
+        if self.inner.sweeping.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        let every = (self.inner.idle_timeout / 2).clamp(Duration::from_millis(100), Duration::from_secs(5));
+        let weak = Arc::downgrade(&self.inner);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(inner) = weak.upgrade() else { return };
+                inner.sweep(Instant::now());
+            }
+        });
+    }
+}
+
+impl Http1Inner {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<SocketAddr, Vec<IdleConn>>> {
+        self.idle.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The most recently returned open connection to `addr`.
+    fn checkout(&self, addr: SocketAddr) -> Option<Sender> {
+        let mut map = self.lock();
+        let list = map.get_mut(&addr)?;
+        while let Some(c) = list.pop() {
+            if !c.tx.is_closed() {
+                return Some(c.tx);
+            }
+        }
+        None
+    }
+
+    fn checkin(&self, addr: SocketAddr, tx: Sender) {
+        if tx.is_closed() {
+            return;
+        }
+        let now = Instant::now();
+        let mut map = self.lock();
+        let list = map.entry(addr).or_default();
+        // The oldest are at the front: drop those past the idle timeout while here.
+        let expired = list
+            .iter()
+            .take_while(|c| now.duration_since(c.since) >= self.idle_timeout)
+            .count();
+        if expired > 0 {
+            list.drain(..expired);
+        }
+        if list.len() < MAX_IDLE_PER_UPSTREAM {
+            list.push(IdleConn { tx, since: now });
+        }
+    }
+
+    /// Closes connections idle for the idle timeout or closed by their upstream.
+    fn sweep(&self, now: Instant) {
+        let mut map = self.lock();
+        map.retain(|_, list| {
+            list.retain(|c| !c.tx.is_closed() && now.duration_since(c.since) < self.idle_timeout);
+            !list.is_empty()
+        });
+    }
+}
+
+/// The request in origin form (`/path?query`), as HTTP/1.1 sends it to an origin server.
+fn origin_form(req: &mut Request<UpstreamBody>) {
+    let pq = req
+        .uri()
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
+    *req.uri_mut() = http::Uri::from(pq);
+}
+
+fn exchange_error(addr: SocketAddr, e: hyper::Error) -> UpstreamError {
+    UpstreamError::Exchange {
+        addr: addr.to_string(),
+        source: Box::new(e),
+    }
+}
+
+/// A connection checked out for one exchange.
+struct Lease {
+    pool: Http1Pool,
+    addr: SocketAddr,
+    tx: Sender,
+}
+
+/// The body of an upstream response. When it came over a pooled HTTP/1.1 connection, the
+/// connection goes back to the pool once the body has been read to its end; a body dropped
+/// before that takes its connection with it (hyper closes a connection whose response was not
+/// read out).
+pub struct UpstreamResponseBody {
+    inner: Incoming,
+    lease: Option<Lease>,
+    done: bool,
+}
+
+impl UpstreamResponseBody {
+    /// A body whose connection is not ours to return (HTTP/2, TLS: hyper-util pools those).
+    pub fn unpooled(inner: Incoming) -> UpstreamResponseBody {
+        UpstreamResponseBody {
+            inner,
+            lease: None,
+            done: false,
+        }
+    }
+
+    fn release(&mut self) {
+        if let Some(l) = self.lease.take() {
+            l.pool.inner.checkin(l.addr, l.tx);
+        }
+    }
+}
+
+impl std::fmt::Debug for UpstreamResponseBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamResponseBody")
+            .field("pooled", &self.lease.as_ref().map(|l| l.addr))
+            .field("done", &self.done)
+            .finish()
+    }
+}
+
+impl Body for UpstreamResponseBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let r = Pin::new(&mut self.inner).poll_frame(cx);
+        match &r {
+            Poll::Ready(None) => {
+                self.done = true;
+                self.release();
+            }
+            Poll::Ready(Some(Err(_))) => self.lease = None,
+            _ => {}
+        }
+        r
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for UpstreamResponseBody {
+    fn drop(&mut self) {
+        // Servers stop polling once `is_end_stream` says the body is complete.
+        if self.lease.is_some() && (self.done || self.inner.is_end_stream()) {
+            self.release();
+        }
     }
 }

@@ -13,7 +13,6 @@ use std::time::Duration;
 
 use http::uri::Scheme;
 use http::{Request, Response, Uri};
-use hyper::body::Incoming;
 use hyper_rustls::{FixedServerNameResolver, HttpsConnector};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -27,7 +26,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
 use super::{Origin, TlsError, Watched};
-use crate::proxy::pool::{CONNECT_TIMEOUT, UpstreamBody, UpstreamError};
+use crate::proxy::pool::{CONNECT_TIMEOUT, UpstreamBody, UpstreamError, UpstreamResponseBody};
 
 /// How long idle TLS upstream connections are kept for reuse.
 pub const POOL_IDLE: Duration = Duration::from_secs(60);
@@ -153,12 +152,8 @@ impl ClientPolicy {
         &self,
         mut req: Request<UpstreamBody>,
         h2: bool,
-    ) -> Result<Response<Incoming>, UpstreamError> {
-        let addr = req
-            .uri()
-            .authority()
-            .map(|a| a.as_str().to_string())
-            .unwrap_or_default();
+    ) -> Result<Response<UpstreamResponseBody>, UpstreamError> {
+        let authority = req.uri().authority().cloned();
         let mut parts = req.uri().clone().into_parts();
         parts.scheme = Some(Scheme::HTTPS);
         if let Ok(uri) = Uri::from_parts(parts) {
@@ -171,7 +166,8 @@ impl ClientPolicy {
         } else {
             &clients.h1
         };
-        client.request(req).await.map_err(|source| {
+        let resp = client.request(req).await.map_err(|source| {
+            let addr = authority.map(|a| a.to_string()).unwrap_or_default();
             if let Some(tls) = tls_cause(&source) {
                 UpstreamError::Tls {
                     addr,
@@ -179,11 +175,18 @@ impl ClientPolicy {
                     why: tls.to_string(),
                 }
             } else if source.is_connect() {
-                UpstreamError::Connect { addr, source }
+                UpstreamError::Connect {
+                    addr,
+                    source: Box::new(source),
+                }
             } else {
-                UpstreamError::Exchange { addr, source }
+                UpstreamError::Exchange {
+                    addr,
+                    source: Box::new(source),
+                }
             }
-        })
+        })?;
+        Ok(resp.map(UpstreamResponseBody::unpooled))
     }
 }
 

@@ -1,0 +1,236 @@
+//! The HTTP/1.1 upstream pool (`proxy::pool::Http1Pool`) against real upstream sockets:
+//! connection reuse, return only once a response body has ended, no reuse of a connection whose
+//! body was abandoned, the idle timeout, upstreams that close idle connections, connect errors,
+//! and the request as written on the wire (origin form, Host kept).
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::{BodyExt, Either, StreamBody};
+use hyper::body::Frame;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use taskmesh_agent::cluster::replay::ReplayBody;
+use taskmesh_agent::proxy::pool::{Http1Pool, UpstreamBody};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+/// Connections a backend accepted, and how many of them have ended.
+#[derive(Default)]
+struct Conns {
+    accepted: AtomicUsize,
+    closed: AtomicUsize,
+}
+
+impl Conns {
+    fn accepted(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
+    }
+    fn closed(&self) -> usize {
+        self.closed.load(Ordering::SeqCst)
+    }
+}
+
+/// A hyper HTTP/1.1 backend: `/slow` streams "a", waits 300 ms, then "b"; anything else answers
+/// "ok" at once.
+async fn backend() -> (SocketAddr, Arc<Conns>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let conns = Arc::new(Conns::default());
+    let c = conns.clone();
+    tokio::spawn(async move {
+        loop {
+            let (stream, _) = listener.accept().await.unwrap();
+            c.accepted.fetch_add(1, Ordering::SeqCst);
+            let c = c.clone();
+            tokio::spawn(async move {
+                let svc = service_fn(|req: Request<hyper::body::Incoming>| async move {
+                    type Chunk = Result<Frame<Bytes>, Infallible>;
+                    let body = if req.uri().path() == "/slow" {
+                        let chunks = futures::stream::unfold(0u8, |i| async move {
+                            let chunk: Chunk = match i {
+                                0 => Ok(Frame::data(Bytes::from_static(b"a"))),
+                                1 => {
+                                    tokio::time::sleep(Duration::from_millis(300)).await;
+                                    Ok(Frame::data(Bytes::from_static(b"b")))
+                                }
+                                _ => return None,
+                            };
+                            Some((chunk, i + 1))
+                        });
+                        Either::Left(StreamBody::new(chunks))
+                    } else {
+                        Either::Right(http_body_util::Full::new(Bytes::from_static(b"ok")))
+                    };
+                    Ok::<_, Infallible>(Response::new(body))
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+                c.closed.fetch_add(1, Ordering::SeqCst);
+            });
+        }
+    });
+    (addr, conns)
+}
+
+fn get(addr: SocketAddr, path: &str) -> Request<UpstreamBody> {
+    Request::builder()
+        .uri(format!("http://{addr}{path}"))
+        .header("host", "svc.example.local:8080")
+        .body(Either::Right(ReplayBody::empty()))
+        .unwrap()
+}
+
+async fn body_of(resp: Response<taskmesh_agent::proxy::pool::UpstreamResponseBody>) -> Bytes {
+    resp.into_body().collect().await.unwrap().to_bytes()
+}
+
+async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    for _ in 0..200 {
+        if cond() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("timed out waiting for: {what}");
+}
+
+#[tokio::test]
+async fn sequential_requests_share_one_connection() {
+    let (addr, conns) = backend().await;
+    let pool = Http1Pool::new(Duration::from_secs(60));
+    for _ in 0..20 {
+        let resp = pool.send(get(addr, "/")).await.unwrap();
+        assert_eq!(resp.status(), 200);
+        assert_eq!(body_of(resp).await, "ok");
+    }
+    assert_eq!(conns.accepted(), 1);
+    let s = pool.stats();
+    assert_eq!((s.opened, s.reused, s.idle), (1, 19, 1));
+}
+
+#[tokio::test]
+async fn a_connection_is_reused_only_after_its_response_body_ended() {
+    let (addr, conns) = backend().await;
+    let pool = Http1Pool::new(Duration::from_secs(60));
+    let slow = pool.send(get(addr, "/slow")).await.unwrap();
+    assert_eq!(slow.status(), 200);
+    // The slow body is still streaming: its connection is busy, so this takes a second one.
+    let fast = pool.send(get(addr, "/")).await.unwrap();
+    assert_eq!(body_of(fast).await, "ok");
+    assert_eq!(conns.accepted(), 2);
+    assert_eq!(body_of(slow).await, "ab");
+    // Both are idle now; more requests use them and open nothing.
+    for _ in 0..5 {
+        assert_eq!(body_of(pool.send(get(addr, "/")).await.unwrap()).await, "ok");
+    }
+    assert_eq!(conns.accepted(), 2);
+    assert_eq!(pool.stats().opened, 2);
+}
+
+#[tokio::test]
+async fn an_abandoned_body_takes_its_connection_with_it() {
+    let (addr, conns) = backend().await;
+    let pool = Http1Pool::new(Duration::from_secs(60));
+    let slow = pool.send(get(addr, "/slow")).await.unwrap();
+    drop(slow);
+    // The half-read connection is not handed out again: the next request gets a new one,
+    // and the abandoned one is closed.
+    assert_eq!(body_of(pool.send(get(addr, "/")).await.unwrap()).await, "ok");
+    assert_eq!(conns.accepted(), 2);
+    eventually("the abandoned connection closed", || conns.closed() == 1).await;
+    assert_eq!(pool.stats().idle, 1);
+}
+
+#[tokio::test]
+async fn idle_connections_close_after_the_idle_timeout() {
+    let (addr, conns) = backend().await;
+    let pool = Http1Pool::new(Duration::from_millis(300));
+    assert_eq!(body_of(pool.send(get(addr, "/")).await.unwrap()).await, "ok");
+    assert_eq!(pool.stats().idle, 1);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(conns.closed(), 0, "closed before the idle timeout");
+    eventually("the idle connection closed", || conns.closed() == 1).await;
+    assert_eq!(pool.stats().idle, 0);
+    // And a later request connects again.
+    assert_eq!(body_of(pool.send(get(addr, "/")).await.unwrap()).await, "ok");
+    assert_eq!(conns.accepted(), 2);
+}
+
+/// A raw upstream answering one request per connection and then closing it, without
+/// `Connection: close` (as a server whose keep-alive timeout is shorter than ours does). Sends
+/// each request line and Host it got on `seen`.
+async fn one_shot_backend() -> (SocketAddr, Arc<Conns>, tokio::sync::mpsc::UnboundedReceiver<String>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let conns = Arc::new(Conns::default());
+    let (seen_tx, seen) = tokio::sync::mpsc::unbounded_channel();
+    let c = conns.clone();
+    tokio::spawn(async move {
+        loop {
+            let (mut s, _) = listener.accept().await.unwrap();
+            c.accepted.fetch_add(1, Ordering::SeqCst);
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 1024];
+            while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                let n = s.read(&mut chunk).await.unwrap();
+                assert!(n > 0, "request cut short");
+                buf.extend_from_slice(&chunk[..n]);
+            }
+            let head = String::from_utf8_lossy(&buf).to_string();
+            let line = head.lines().next().unwrap_or("").to_string();
+            let host = head
+                .lines()
+                .find_map(|l| l.strip_prefix("host: "))
+                .unwrap_or("")
+                .to_string();
+            let _ = seen_tx.send(format!("{line} | {host}"));
+            s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                .await
+                .unwrap();
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            drop(s);
+            c.closed.fetch_add(1, Ordering::SeqCst);
+        }
+    });
+    (addr, conns, seen)
+}
+
+#[tokio::test]
+async fn a_connection_the_upstream_closed_is_not_used_again() {
+    let (addr, conns, mut seen) = one_shot_backend().await;
+    let pool = Http1Pool::new(Duration::from_secs(60));
+    for i in 1..=3 {
+        let resp = pool.send(get(addr, "/items?page=2")).await.unwrap();
+        assert_eq!(body_of(resp).await, "ok");
+        eventually("the upstream closed", || conns.closed() == i).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(conns.accepted(), 3);
+    assert_eq!(pool.stats().reused, 0);
+    // Origin form on the wire, the client's Host kept.
+    for _ in 0..3 {
+        assert_eq!(
+            seen.recv().await.unwrap(),
+            "GET /items?page=2 HTTP/1.1 | svc.example.local:8080"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_refused_connection_is_a_connect_error() {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    drop(l);
+    let pool = Http1Pool::new(Duration::from_secs(60));
+    let err = pool.send(get(addr, "/")).await.unwrap_err();
+    assert!(err.is_connect(), "{err}");
+    assert!(err.to_string().contains(&addr.to_string()), "{err}");
+    assert_eq!(pool.stats().opened, 0);
+}
