@@ -319,6 +319,17 @@ async fn upstream_connections_are_reused() {
         open <= 2,
         "expected pooled upstream connections, found {open}"
     );
+    // The pool's own counters agree: one connection opened, the other 49 requests reused it.
+    let prom = support::admin_get(agent.admin_addr, "/stats/prometheus")
+        .await
+        .1;
+    for line in [
+        "taskmesh_upstream_http1_connections_opened_total 1\n",
+        "taskmesh_upstream_http1_requests_reused_total 49\n",
+        "taskmesh_upstream_http1_connections_idle 1\n",
+    ] {
+        assert!(prom.contains(line), "missing {line:?} in:\n{prom}");
+    }
     agent.shutdown().await;
 }
 

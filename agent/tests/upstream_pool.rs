@@ -83,7 +83,7 @@ fn get(addr: SocketAddr, path: &str) -> Request<UpstreamBody> {
     Request::builder()
         .uri(format!("http://{addr}{path}"))
         .header("host", "svc.example.local:8080")
-        .body(Either::Right(ReplayBody::empty()))
+        .body(UpstreamBody::replay(ReplayBody::empty()))
         .unwrap()
 }
 
@@ -128,7 +128,10 @@ async fn a_connection_is_reused_only_after_its_response_body_ended() {
     assert_eq!(body_of(slow).await, "ab");
     // Both are idle now; more requests use them and open nothing.
     for _ in 0..5 {
-        assert_eq!(body_of(pool.send(get(addr, "/")).await.unwrap()).await, "ok");
+        assert_eq!(
+            body_of(pool.send(get(addr, "/")).await.unwrap()).await,
+            "ok"
+        );
     }
     assert_eq!(conns.accepted(), 2);
     assert_eq!(pool.stats().opened, 2);
@@ -142,7 +145,10 @@ async fn an_abandoned_body_takes_its_connection_with_it() {
     drop(slow);
     // The half-read connection is not handed out again: the next request gets a new one,
     // and the abandoned one is closed.
-    assert_eq!(body_of(pool.send(get(addr, "/")).await.unwrap()).await, "ok");
+    assert_eq!(
+        body_of(pool.send(get(addr, "/")).await.unwrap()).await,
+        "ok"
+    );
     assert_eq!(conns.accepted(), 2);
     eventually("the abandoned connection closed", || conns.closed() == 1).await;
     assert_eq!(pool.stats().idle, 1);
@@ -152,21 +158,31 @@ async fn an_abandoned_body_takes_its_connection_with_it() {
 async fn idle_connections_close_after_the_idle_timeout() {
     let (addr, conns) = backend().await;
     let pool = Http1Pool::new(Duration::from_millis(300));
-    assert_eq!(body_of(pool.send(get(addr, "/")).await.unwrap()).await, "ok");
+    assert_eq!(
+        body_of(pool.send(get(addr, "/")).await.unwrap()).await,
+        "ok"
+    );
     assert_eq!(pool.stats().idle, 1);
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(conns.closed(), 0, "closed before the idle timeout");
     eventually("the idle connection closed", || conns.closed() == 1).await;
     assert_eq!(pool.stats().idle, 0);
     // And a later request connects again.
-    assert_eq!(body_of(pool.send(get(addr, "/")).await.unwrap()).await, "ok");
+    assert_eq!(
+        body_of(pool.send(get(addr, "/")).await.unwrap()).await,
+        "ok"
+    );
     assert_eq!(conns.accepted(), 2);
 }
 
 /// A raw upstream answering one request per connection and then closing it, without
 /// `Connection: close` (as a server whose keep-alive timeout is shorter than ours does). Sends
 /// each request line and Host it got on `seen`.
-async fn one_shot_backend() -> (SocketAddr, Arc<Conns>, tokio::sync::mpsc::UnboundedReceiver<String>) {
+async fn one_shot_backend() -> (
+    SocketAddr,
+    Arc<Conns>,
+    tokio::sync::mpsc::UnboundedReceiver<String>,
+) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let conns = Arc::new(Conns::default());

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Where taskmesh-agent's time goes on the benchmark's request (tests/perf/run.sh set-up: same
-# mesh, backend, CPU pinning, explicit-mode egress). Run as root: `tests/perf/profile.sh [perf|callgrind|both]`.
+# Where taskmesh-agent's time and memory go on the benchmark's request (tests/perf/run.sh set-up:
+# same mesh, backend, CPU pinning, explicit-mode egress). Run as root:
+# `tests/perf/profile.sh [perf|callgrind|both|heap]`.
 #
 #  perf       `perf record -e cpu-clock` (software sampling: this VM exposes no hardware
 #             counters) with DWARF call graphs over the agent's life: start, $DURATION s of wrk at
@@ -9,9 +10,13 @@
 #  callgrind  `valgrind --tool=callgrind` over exactly $REQUESTS requests (h2load --h1, 16
 #             connections) and over none: stable instruction counts per function (inclusive
 #             and self), and the instructions per request (the difference of the two runs).
+#  heap       `heaptrack` over the agent's life: start, $DURATION s of wrk at $CONNS connections
+#             (use CONNS=256 for the benchmark's peak), stop; prints the peak heap, the
+#             allocation sites holding most of it at the peak, and the peak RSS (VmHWM).
 #
 # The agent is built with symbols in a separate cargo profile (`profiling`: release + line
-# tables, not stripped) into target/profiling, so target/release is left alone.
+# tables, not stripped) into target/profiling, so target/release is left alone (SKIP_BUILD=1: use
+# the binaries already there).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -30,14 +35,17 @@ log() { printf '[profile %s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 [[ $(id -u) == 0 ]] || die "run as root"
 command -v wrk >/dev/null && command -v h2load >/dev/null || die "run tests/perf/run.sh once first (it installs wrk and h2load)"
-command -v perf >/dev/null || [[ $MODE == callgrind ]] || die "perf is missing (apt-get install linux-perf)"
-command -v valgrind >/dev/null || [[ $MODE == perf ]] || die "valgrind is missing (apt-get install valgrind)"
+command -v perf >/dev/null || [[ $MODE != perf && $MODE != both ]] || die "perf is missing (apt-get install linux-perf)"
+command -v valgrind >/dev/null || [[ $MODE != callgrind && $MODE != both ]] || die "valgrind is missing (apt-get install valgrind)"
+command -v heaptrack >/dev/null || [[ $MODE != heap ]] || die "heaptrack is missing (apt-get install heaptrack)"
 
-log "building the agent with symbols (cargo profile 'profiling')"
-(cd "$ROOT" && cargo build -q -p taskmesh-agent --bin taskmesh-agent --profile profiling \
-    --config 'profile.profiling.inherits="release"' --config 'profile.profiling.strip="none"' \
-    --config 'profile.profiling.debug="line-tables-only"' &&
-    cargo build --release -q -p taskmesh-e2e --bin perf-backend)
+if [[ ${SKIP_BUILD:-0} != 1 ]]; then
+    log "building the agent with symbols (cargo profile 'profiling')"
+    (cd "$ROOT" && cargo build -q -p taskmesh-agent --bin taskmesh-agent --profile profiling \
+        --config 'profile.profiling.inherits="release"' --config 'profile.profiling.strip="none"' \
+        --config 'profile.profiling.debug="line-tables-only"' &&
+        cargo build --release -q -p taskmesh-e2e --bin perf-backend)
+fi
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 AGENT=$TARGET_DIR/profiling/taskmesh-agent
 BACKEND=$TARGET_DIR/release/perf-backend
@@ -135,5 +143,25 @@ if [[ $MODE == callgrind || $MODE == both ]]; then
     log "callgrind: self (top 40)"
     callgrind_annotate "$dump" 2>/dev/null >"$RUN/callgrind-self.txt"
     sed -n '/^Ir/,$p' "$RUN/callgrind-self.txt" | sed -n 1,43p
+fi
+if [[ $MODE == heap ]]; then
+    ip netns exec "$NS" taskset -c "$PROXY_CPU" env "${agent_env[@]}" LISTENER_DRAIN_WAIT_TIME_S=0 \
+        heaptrack -o "$RUN/heaptrack" "$AGENT" >"$RUN/agent-heaptrack.log" 2>&1 &
+    ht=$!
+    PIDS+=("$ht")
+    wait_port 15001
+    sleep 1
+    pid=$(pgrep -f "^$AGENT" | head -1)
+    nsx taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d"${DURATION}s" -H "Host: $HOST" "$URL" | tee "$RUN/wrk.txt"
+    log "agent VmHWM (peak RSS, heaptrack's own overhead included): $(awk '/VmHWM/ {print $2, $3}' "/proc/$pid/status")"
+    kill -TERM "$pid"
+    wait "$ht" || true
+    data=$(ls "$RUN"/heaptrack* 2>/dev/null | head -1)
+    heaptrack_print -f "$data" --print-peaks 1 --print-allocators 0 --print-temporary 0 \
+        --print-leaks 0 --peak-limit 25 --merge-backtraces 1 >"$RUN/heap-peaks.txt" 2>/dev/null || true
+    log "heaptrack: peak and the sites holding it"
+    grep -E '^(peak heap memory|PEAK MEMORY)' -A400 "$RUN/heap-peaks.txt" | sed -n 1,400p | cut -c1-220 >"$RUN/heap-peaks-short.txt" || true
+    sed -n 1,160p "$RUN/heap-peaks-short.txt"
+    grep -E '^(total runtime|calls to allocation|peak heap|peak RSS)' "$RUN/heap-peaks.txt" || true
 fi
 log "raw data in $RUN"

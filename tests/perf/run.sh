@@ -28,7 +28,8 @@
 # TCP_SECONDS (5), PROXY_CPU (1), LOAD_CPU (0), LOAD_MAX (1.5) and LOAD_WAIT (0 seconds: how long
 # to wait for the 1-minute load average to fall under LOAD_MAX before measuring), PROXIES
 # ("direct agent agent-trace nginx haproxy"), SKIP_BENCH (1: no criterion run), OUT (BENCHMARKS.md path),
-# MESH (the agent's mesh document, default tests/perf/mesh.yaml).
+# MESH (the agent's mesh document, default tests/perf/mesh.yaml), SKIP_BUILD (1: use the release
+# binaries already under the target directory, e.g. for an A/B run of a binary built elsewhere).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -47,6 +48,7 @@ PROXIES=${PROXIES:-"direct agent agent-trace nginx haproxy"}
 SKIP_BENCH=${SKIP_BENCH:-0}
 OUT=${OUT:-$ROOT/BENCHMARKS.md}
 MESH=${MESH:-$PERF/mesh.yaml}
+SKIP_BUILD=${SKIP_BUILD:-0}
 NS=taskmesh-perf
 HOST=svc7.bench.local
 URL_PATH=/api/v1/items
@@ -77,9 +79,11 @@ ncpu=$(nproc)
 ((PROXY_CPU < ncpu && LOAD_CPU < ncpu)) || die "PROXY_CPU=$PROXY_CPU / LOAD_CPU=$LOAD_CPU: this machine has $ncpu CPUs"
 
 # ---- 2. build ---------------------------------------------------------------------------------
-log "building release binaries"
-(cd "$ROOT" && cargo build --release -q -p taskmesh-agent --bin taskmesh-agent \
-    && cargo build --release -q -p taskmesh-e2e --bin perf-backend)
+if [[ $SKIP_BUILD != 1 ]]; then
+    log "building release binaries"
+    (cd "$ROOT" && cargo build --release -q -p taskmesh-agent --bin taskmesh-agent \
+        && cargo build --release -q -p taskmesh-e2e --bin perf-backend)
+fi
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 AGENT=$TARGET_DIR/release/taskmesh-agent
 BACKEND=$TARGET_DIR/release/perf-backend

@@ -138,6 +138,7 @@ fn prometheus(shared: &Shared) -> Response<Full<Bytes>> {
     let mut text = shared.metrics.render(state, shared.started.elapsed());
     // Counters owned by the access log and the resolver rather than the metrics registry.
     use std::fmt::Write as _;
+    let pool = shared.pool.http1().stats();
     let _ = write!(
         text,
         "# HELP taskmesh_access_log_dropped_total Access-log lines dropped because stdout or the log file could not keep up.\n\
@@ -148,10 +149,22 @@ fn prometheus(shared: &Shared) -> Response<Full<Bytes>> {
          taskmesh_dns_refresh_failures_total {}\n\
          # HELP taskmesh_cloudmap_refresh_failures_total Background Cloud Map refreshes that failed (the last good instances were kept).\n\
          # TYPE taskmesh_cloudmap_refresh_failures_total counter\n\
-         taskmesh_cloudmap_refresh_failures_total {}\n",
+         taskmesh_cloudmap_refresh_failures_total {}\n\
+         # HELP taskmesh_upstream_http1_connections_opened_total Plaintext HTTP/1.1 upstream connections opened.\n\
+         # TYPE taskmesh_upstream_http1_connections_opened_total counter\n\
+         taskmesh_upstream_http1_connections_opened_total {}\n\
+         # HELP taskmesh_upstream_http1_requests_reused_total Plaintext HTTP/1.1 upstream requests sent on a kept-alive connection.\n\
+         # TYPE taskmesh_upstream_http1_requests_reused_total counter\n\
+         taskmesh_upstream_http1_requests_reused_total {}\n\
+         # HELP taskmesh_upstream_http1_connections_idle Plaintext HTTP/1.1 upstream connections idle in the keep-alive pool.\n\
+         # TYPE taskmesh_upstream_http1_connections_idle gauge\n\
+         taskmesh_upstream_http1_connections_idle {}\n",
         shared.access_log.dropped(),
         shared.resolver.refresh_failures(),
         shared.resolver.cloud_map().refresh_failures(),
+        pool.opened,
+        pool.reused,
+        pool.idle,
     );
     shared.clusters.render_prometheus(&mut text);
     respond(StatusCode::OK, "text/plain; version=0.0.4", text)

@@ -149,7 +149,7 @@ impl Resend {
             .path_and_query(head.path_and_query.clone())
             .build()
             .ok()?;
-        let mut req = Request::new(Either::Right(body));
+        let mut req = Request::new(UpstreamBody::replay(body));
         *req.method_mut() = head.method.clone();
         *req.uri_mut() = uri;
         *req.headers_mut() = head.headers.clone();
@@ -191,14 +191,14 @@ where
         headers: parts.headers.clone(),
     };
     let (resend, first_body) = if max == 0 {
-        (Resend::No, Either::Left(body))
+        (Resend::No, UpstreamBody::client(body))
     } else if body.is_end_stream() {
-        (Resend::Bodiless(head()), Either::Left(body))
+        (Resend::Bodiless(head()), UpstreamBody::client(body))
     } else if body.size_hint().lower() > RETRY_BUFFER_BYTES as u64 {
-        (Resend::No, Either::Left(body))
+        (Resend::No, UpstreamBody::client(body))
     } else {
         let replay = Replay::new(body, RETRY_BUFFER_BYTES);
-        let first = Either::Right(replay.body());
+        let first = UpstreamBody::replay(replay.body());
         (Resend::Body(head(), replay), first)
     };
     let mut req = Request::from_parts(parts, first_body);
@@ -211,10 +211,11 @@ where
     let mut retries = 0u32;
     let mut _token: Option<RetryToken<'_>> = None;
     loop {
-        let sent = send(req);
+        // The future is made in the `.await` expression, not bound to a local first: a local
+        // would be stored a second time in this future (see `proxy::egress::forward`).
         let result = match per_try {
-            Some(t) => tokio::time::timeout(t, sent).await.ok(),
-            None => Some(sent.await),
+            Some(t) => tokio::time::timeout(t, send(req)).await.ok(),
+            None => Some(send(req).await),
         };
         let report = |attempt: &mut Option<InFlight>, outcome: Outcome| {
             if let (Some(r), Some(a)) = (routed, attempt.take()) {

@@ -236,9 +236,12 @@ impl Resolver {
                 service,
                 attributes,
             } => {
-                self.cloud_map
-                    .endpoints(namespace, service, attributes, port)
-                    .await
+                // Boxed for the same reason as the first DNS lookup in `slot`.
+                Box::pin(
+                    self.cloud_map
+                        .endpoints(namespace, service, attributes, port),
+                )
+                .await
             }
             Discovery::None => Err(DiscoveryError::NoDiscovery),
         }
@@ -284,7 +287,9 @@ impl Resolver {
             None => {
                 let answer = match static_addr(host) {
                     Some(ip) => Answer::new(Arc::new([ip]), far_future()),
-                    None => self.inner.lookup(host).await?,
+                    // Boxed: the first resolution of a name is rare, and its future is large;
+                    // inline, it would sit in every request's future.
+                    None => Box::pin(self.inner.lookup(host)).await?,
                 };
                 let fresh = Arc::new(Slot {
                     answer: ArcSwap::from_pointee(answer),

@@ -70,7 +70,12 @@ pub async fn serve_connection(
     };
     // Listener TLS (STRICT / PERMISSIVE) is terminated here, before HTTP or TCP handling.
     let tls = cfg.as_ref().and_then(|c| c.tls.listener(port).cloned());
-    let stream = match crate::tls::server::accept(tls.as_deref(), stream).await {
+    // The handshake's future is boxed: inline, it would make every connection's task larger.
+    let accepted = match tls.as_deref() {
+        None => Ok(crate::tls::server::IngressStream::Plain(stream)),
+        Some(t) => Box::pin(crate::tls::server::accept(Some(t), stream)).await,
+    };
+    let stream = match accepted {
         Ok(s) => s,
         Err(e) => {
             tracing::warn!(%peer, port, error = %e, "ingress TLS: connection refused");
@@ -95,7 +100,8 @@ pub async fn serve_connection(
         stats.request();
         let start = Instant::now();
         let idle = listener.as_ref().and_then(|l| l.timeout.idle);
-        match tcp::forward(stream, app, idle).await {
+        // Boxed: inline, this large future would make every HTTP connection's task as large.
+        match Box::pin(tcp::forward(stream, app, idle)).await {
             Ok(s) => {
                 if s.idle_timed_out {
                     stats.idle_timeout(crate::metrics::IdleKind::Tcp);
@@ -187,12 +193,20 @@ async fn handle(conn: &Conn, mut req: Request<Incoming>) -> Response<Counted<Pro
                 .extensions_mut()
                 .remove::<crate::trace::RequestBytes>()
                 .map(|b| b.0);
-            let req =
-                req.map(|b| Either::Left(Counted::request(b, conn.stats.clone(), span_bytes)));
-            let send = shared.pool.send(req, conn.h2);
+            let req = req.map(|b| {
+                crate::proxy::pool::UpstreamBody::client(Counted::request(
+                    b,
+                    conn.stats.clone(),
+                    span_bytes,
+                ))
+            });
+            // Made in the `.await` expression: bound to a local first, the future would be
+            // stored twice (see `egress::forward`).
             let res = match super::body::head_deadline(conn.timeout, conn.idle) {
-                Some((t, kind)) => tokio::time::timeout(t, send).await.map_err(|_| kind),
-                None => Ok(send.await),
+                Some((t, kind)) => tokio::time::timeout(t, shared.pool.send(req, conn.h2))
+                    .await
+                    .map_err(|_| kind),
+                None => Ok(shared.pool.send(req, conn.h2).await),
             };
             match res {
                 Err(kind) => kind.answer(&conn.stats),

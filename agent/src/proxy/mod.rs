@@ -20,6 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures::FutureExt as _;
 use http::{Response, StatusCode, header};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
@@ -74,7 +75,7 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, direction: Direct
         let _ = stream.set_nodelay(true);
         let shared = shared.clone();
         let builder = builder.clone();
-        tokio::spawn(async move {
+        let task = async move {
             let _permit = permit;
             let _guard = shared.metrics.connection_opened(direction);
             match direction {
@@ -83,7 +84,8 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, direction: Direct
                     ingress::serve_connection(shared, stream, peer, &builder).await
                 }
             }
-        });
+        };
+        tokio::spawn(task);
     }
     tracing::info!(direction = direction.as_str(), "listener closed (draining)");
 }
@@ -99,10 +101,9 @@ where
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let mut drain = shared.lifecycle.drain_signal();
-    let svc = service_fn(move |req| {
-        let fut = handler(req);
-        async move { Ok::<_, Infallible>(fut.await) }
-    });
+    // `map`, not `async move { Ok(fut.await) }`: an async block awaiting a future it owns holds
+    // that future twice, and hyper keeps the service future per connection.
+    let svc = service_fn(move |req| handler(req).map(Ok::<_, Infallible>));
     let conn = builder.serve_connection(TokioIo::new(stream), svc);
     tokio::pin!(conn);
     let res = tokio::select! {
