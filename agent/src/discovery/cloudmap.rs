@@ -186,20 +186,30 @@ impl CloudMap {
         if let Some(a) = entry.addrs.load_full() {
             return Ok((a, entry));
         }
-        let addrs = {
-            let _first = entry.first.lock().await;
-            match entry.addrs.load_full() {
-                Some(a) => a,
-                None => {
-                    let key: Key = (namespace.into(), service.into(), attributes.to_vec());
-                    let addrs = Arc::new(self.inner.discover(&key).await?);
-                    entry.addrs.store(Some(addrs.clone()));
-                    self.spawn_refresh(key, Arc::downgrade(&entry));
-                    addrs
-                }
-            }
-        };
+        // The first discovery of a service, boxed: its future (an AWS SDK call) is large, and
+        // inline it would be part of every request's future.
+        let addrs = Box::pin(self.first_discovery(&entry, namespace, service, attributes)).await?;
         Ok((addrs, entry))
+    }
+
+    /// Waits for (or makes) the first DiscoverInstances answer of `entry`, and starts its
+    /// refresh.
+    async fn first_discovery(
+        &self,
+        entry: &Arc<Entry>,
+        namespace: &str,
+        service: &str,
+        attributes: &[(Box<str>, Box<str>)],
+    ) -> Result<Arc<Vec<IpAddr>>, DiscoveryError> {
+        let _first = entry.first.lock().await;
+        if let Some(a) = entry.addrs.load_full() {
+            return Ok(a);
+        }
+        let key: Key = (namespace.into(), service.into(), attributes.to_vec());
+        let addrs = Arc::new(self.inner.discover(&key).await?);
+        entry.addrs.store(Some(addrs.clone()));
+        self.spawn_refresh(key, Arc::downgrade(entry));
+        Ok(addrs)
     }
 
     fn spawn_refresh(&self, key: Key, entry: Weak<Entry>) {

@@ -236,12 +236,11 @@ impl Resolver {
                 service,
                 attributes,
             } => {
-                // Boxed for the same reason as the first DNS lookup in `slot`.
-                Box::pin(
-                    self.cloud_map
-                        .endpoints(namespace, service, attributes, port),
-                )
-                .await
+                // Served from its cache without allocating; the first discovery of a service is
+                // boxed inside (as the first DNS lookup in `slot`).
+                self.cloud_map
+                    .endpoints(namespace, service, attributes, port)
+                    .await
             }
             Discovery::None => Err(DiscoveryError::NoDiscovery),
         }
