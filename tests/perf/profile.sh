@@ -34,10 +34,19 @@ URL=http://127.0.0.1:15001/api/v1/items
 log() { printf '[profile %s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 [[ $(id -u) == 0 ]] || die "run as root"
-command -v wrk >/dev/null && command -v h2load >/dev/null || die "run tests/perf/run.sh once first (it installs wrk and h2load)"
-command -v perf >/dev/null || [[ $MODE != perf && $MODE != both ]] || die "perf is missing (apt-get install linux-perf)"
-command -v valgrind >/dev/null || [[ $MODE != callgrind && $MODE != both ]] || die "valgrind is missing (apt-get install valgrind)"
-command -v heaptrack >/dev/null || [[ $MODE != heap ]] || die "heaptrack is missing (apt-get install heaptrack)"
+case $MODE in perf | callgrind | both | heap) ;; *) die "unknown mode '$MODE' (perf, callgrind, both or heap)" ;; esac
+need_pkgs=()
+command -v wrk >/dev/null || need_pkgs+=(wrk)
+command -v h2load >/dev/null || need_pkgs+=(nghttp2-client)
+command -v taskset >/dev/null || need_pkgs+=(util-linux)
+[[ $MODE != perf && $MODE != both ]] || command -v perf >/dev/null || need_pkgs+=(linux-perf)
+[[ $MODE != callgrind && $MODE != both ]] || command -v valgrind >/dev/null || need_pkgs+=(valgrind)
+[[ $MODE != heap ]] || command -v heaptrack >/dev/null || need_pkgs+=(heaptrack)
+if ((${#need_pkgs[@]})); then
+    log "installing ${need_pkgs[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}" >/dev/null
+fi
 
 if [[ ${SKIP_BUILD:-0} != 1 ]]; then
     log "building the agent with symbols (cargo profile 'profiling')"
