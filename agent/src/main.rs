@@ -11,13 +11,6 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use taskmesh_agent::{Agent, Settings};
 
-/// mimalloc instead of glibc's malloc: every request allocates and frees hyper's 8 KiB read
-/// buffers and a few small objects, which glibc serves from its slower bins. Measured with the
-/// benchmark (tests/perf/profile.md): about 10 % less CPU per request at 256 connections, the
-/// same peak RSS, about 1.5 MB more idle RSS.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Parser)]
 #[command(name = "taskmesh-agent", version, about = "The taskmesh sidecar proxy")]
 struct Cli {
