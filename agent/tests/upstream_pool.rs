@@ -126,7 +126,11 @@ async fn a_connection_is_reused_only_after_its_response_body_ended() {
     assert_eq!(body_of(fast).await, "ok");
     assert_eq!(conns.accepted(), 2);
     assert_eq!(body_of(slow).await, "ab");
-    // Both are idle now; more requests use them and open nothing.
+    // Both are idle now and both still open: two requests at once use them and open nothing.
+    let (a, b) = tokio::join!(pool.send(get(addr, "/")), pool.send(get(addr, "/")));
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert_eq!(body_of(a).await, "ok");
+    assert_eq!(body_of(b).await, "ok");
     for _ in 0..5 {
         assert_eq!(
             body_of(pool.send(get(addr, "/")).await.unwrap()).await,
@@ -134,6 +138,7 @@ async fn a_connection_is_reused_only_after_its_response_body_ended() {
         );
     }
     assert_eq!(conns.accepted(), 2);
+    assert_eq!(conns.closed(), 0);
     assert_eq!(pool.stats().opened, 2);
 }
 
@@ -237,6 +242,48 @@ async fn a_connection_the_upstream_closed_is_not_used_again() {
             "GET /items?page=2 HTTP/1.1 | svc.example.local:8080"
         );
     }
+}
+
+/// A raw upstream answering each request with `Connection: close` and closing at once.
+async fn closing_backend() -> (SocketAddr, Arc<Conns>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let conns = Arc::new(Conns::default());
+    let c = conns.clone();
+    tokio::spawn(async move {
+        loop {
+            let (mut s, _) = listener.accept().await.unwrap();
+            c.accepted.fetch_add(1, Ordering::SeqCst);
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 1024];
+            while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                let n = s.read(&mut chunk).await.unwrap();
+                assert!(n > 0, "request cut short");
+                buf.extend_from_slice(&chunk[..n]);
+            }
+            s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok")
+                .await
+                .unwrap();
+            drop(s);
+            c.closed.fetch_add(1, Ordering::SeqCst);
+        }
+    });
+    (addr, conns)
+}
+
+#[tokio::test]
+async fn back_to_back_requests_after_connection_close_each_get_a_connection() {
+    let (addr, conns) = closing_backend().await;
+    let pool = Http1Pool::new(Duration::from_secs(60));
+    // No pause between requests: the connection the upstream is closing may still be in the
+    // pool when the next request is made, and must not be used for it.
+    for _ in 0..10 {
+        let resp = pool.send(get(addr, "/")).await.unwrap();
+        assert_eq!(body_of(resp).await, "ok");
+    }
+    assert_eq!(conns.accepted(), 10);
+    let s = pool.stats();
+    assert_eq!((s.opened, s.reused), (10, 0));
 }
 
 #[tokio::test]
