@@ -44,6 +44,93 @@ pub struct Entry<'a> {
     pub flags: &'a str,
 }
 
+impl Entry<'_> {
+    /// Appends the record as one JSON object (no newline) to `out`: byte for byte what
+    /// `serde_json` writes for this struct (its string escaping, `itoa` integers, `zmij` floats,
+    /// `null` for a non-finite float), without serde's per-field calls and key escaping.
+    /// `serde_json` took about 3 500 instructions per request; this is on every request.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(b"{\"start_time\":");
+        push_f64(out, self.start_time);
+        out.extend_from_slice(b",\"direction\":");
+        push_str(out, self.direction);
+        out.extend_from_slice(b",\"method\":");
+        push_str(out, self.method);
+        out.extend_from_slice(b",\"path\":");
+        push_str(out, self.path);
+        out.extend_from_slice(b",\"authority\":");
+        push_str(out, self.authority);
+        out.extend_from_slice(b",\"code\":");
+        out.extend_from_slice(itoa::Buffer::new().format(self.code).as_bytes());
+        out.extend_from_slice(b",\"bytes_received\":");
+        out.extend_from_slice(itoa::Buffer::new().format(self.bytes_received).as_bytes());
+        out.extend_from_slice(b",\"bytes_sent\":");
+        out.extend_from_slice(itoa::Buffer::new().format(self.bytes_sent).as_bytes());
+        out.extend_from_slice(b",\"duration_ms\":");
+        push_f64(out, self.duration_ms);
+        out.extend_from_slice(b",\"upstream\":");
+        push_str(out, self.upstream);
+        out.extend_from_slice(b",\"virtual_service\":");
+        push_str(out, self.virtual_service);
+        out.extend_from_slice(b",\"route\":");
+        push_str(out, self.route);
+        out.extend_from_slice(b",\"target_node\":");
+        push_str(out, self.target_node);
+        out.extend_from_slice(b",\"request_id\":");
+        push_str(out, self.request_id);
+        out.extend_from_slice(b",\"flags\":");
+        push_str(out, self.flags);
+        out.push(b'}');
+    }
+}
+
+/// A JSON number as `serde_json` writes an `f64`: shortest round-trip form, `null` when not
+/// finite.
+fn push_f64(out: &mut Vec<u8>, v: f64) {
+    if v.is_finite() {
+        out.extend_from_slice(zmij::Buffer::new().format_finite(v).as_bytes());
+    } else {
+        out.extend_from_slice(b"null");
+    }
+}
+
+/// A JSON string as `serde_json` escapes it: `"` and `\\`, the short forms `\b \t \n \f \r`,
+/// `\u00xx` for the other control characters; everything else (UTF-8 included) as is, copied
+/// in runs.
+fn push_str(out: &mut Vec<u8>, s: &str) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let bytes = s.as_bytes();
+    out.reserve(bytes.len() + 2);
+    out.push(b'"');
+    let mut run = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        if b >= 0x20 && b != b'"' && b != b'\\' {
+            continue;
+        }
+        out.extend_from_slice(&bytes[run..i]);
+        match b {
+            b'"' => out.extend_from_slice(b"\\\""),
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            0x08 => out.extend_from_slice(b"\\b"),
+            b'\t' => out.extend_from_slice(b"\\t"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            0x0c => out.extend_from_slice(b"\\f"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            c => out.extend_from_slice(&[
+                b'\\',
+                b'u',
+                b'0',
+                b'0',
+                HEX[usize::from(c >> 4)],
+                HEX[usize::from(c & 0xf)],
+            ]),
+        }
+        run = i + 1;
+    }
+    out.extend_from_slice(&bytes[run..]);
+    out.push(b'"');
+}
+
 /// The writer. A request serializes its line straight into a shared in-memory batch (one short
 /// lock, no allocation once the batch buffers have grown, no thread wake-up); one background
 /// thread writes the batch out every [`FLUSH_INTERVAL`], or as soon as [`WAKE_BYTES`] are
@@ -141,10 +228,7 @@ impl AccessLog {
             return;
         };
         let before = buf.len();
-        if serde_json::to_writer(&mut *buf, entry).is_err() {
-            buf.truncate(before);
-            return;
-        }
+        entry.encode(buf);
         buf.push(b'\n');
         let added = buf.len() - before;
         let was = b.pending;
@@ -291,6 +375,70 @@ mod tests {
             request_id,
             flags: "-",
         }
+    }
+
+    /// The hand-written encoder writes exactly what serde_json writes for the struct, over every
+    /// byte that needs escaping, multi-byte UTF-8, and the float and integer edge cases.
+    #[test]
+    fn encode_matches_serde_json_byte_for_byte() {
+        let mut awkward: Vec<String> = vec![
+            String::new(),
+            "plain".into(),
+            "quote \" and backslash \\ and slash /".into(),
+            "tab\tnewline\ncr\rbackspace\u{8}formfeed\u{c}".into(),
+            "del \u{7f} é ✓ 🦀 \u{2028}".into(),
+            "/api/v1/items?q=\"x\"&r=\\y".into(),
+        ];
+        awkward.extend((0u8..0x20).map(|c| format!("a{}b", char::from(c))));
+        let floats = [
+            0.0,
+            -0.0,
+            1.5,
+            0.25,
+            1e-7,
+            1e21,
+            123456789.123,
+            1795651593.4363062,
+            f64::MAX,
+            f64::MIN_POSITIVE,
+            f64::NAN,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+        ];
+        let ints = [0u64, 1, 9, 10, 65_535, u64::from(u32::MAX) + 1, u64::MAX];
+        let mut checked = 0;
+        for (i, text) in awkward.iter().enumerate() {
+            for (j, &f) in floats.iter().enumerate() {
+                let n = ints[(i + j) % ints.len()];
+                let e = Entry {
+                    start_time: f,
+                    direction: text,
+                    method: "GET",
+                    path: text,
+                    authority: &awkward[(i + 1) % awkward.len()],
+                    code: (n % 65_536) as u16,
+                    bytes_received: n,
+                    bytes_sent: u64::MAX - n,
+                    duration_ms: floats[(j + 3) % floats.len()],
+                    upstream: "[fd00::1]:8080",
+                    virtual_service: text,
+                    route: "r",
+                    target_node: text,
+                    request_id: text,
+                    flags: "UF",
+                };
+                let mut ours = Vec::new();
+                e.encode(&mut ours);
+                let theirs = serde_json::to_vec(&e).unwrap();
+                assert_eq!(
+                    String::from_utf8_lossy(&ours),
+                    String::from_utf8_lossy(&theirs),
+                    "text {text:?}, float {f}"
+                );
+                checked += 1;
+            }
+        }
+        assert_eq!(checked, awkward.len() * floats.len());
     }
 
     fn lines(path: &std::path::Path) -> Vec<serde_json::Value> {

@@ -75,7 +75,7 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, direction: Direct
         let _ = stream.set_nodelay(true);
         let shared = shared.clone();
         let builder = builder.clone();
-        let task = async move {
+        tokio::spawn(async move {
             let _permit = permit;
             let _guard = shared.metrics.connection_opened(direction);
             match direction {
@@ -84,8 +84,7 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, direction: Direct
                     ingress::serve_connection(shared, stream, peer, &builder).await
                 }
             }
-        };
-        tokio::spawn(task);
+        });
     }
     tracing::info!(direction = direction.as_str(), "listener closed (draining)");
 }
