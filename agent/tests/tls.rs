@@ -226,6 +226,14 @@ async fn mtls_end_to_end_and_strict_refuses_plaintext() {
     }
     let plain = plaintext_get(pair.ingress()).await;
     assert!(plain.is_empty(), "STRICT answered plaintext: {plain:?}");
+    // The refusal is counted on the server agent, by reason; the mTLS calls above were not.
+    let (_, stats) = admin_get(pair.server.admin_addr, "/stats/prometheus").await;
+    for line in [
+        "taskmesh_ingress_tls_failures_total{reason=\"plaintext_on_strict\"} 1\n",
+        "taskmesh_ingress_tls_failures_total{reason=\"handshake\"} 0\n",
+    ] {
+        assert!(stats.contains(line), "missing {line:?} in:\n{stats}");
+    }
     let lines = pair.log_lines().await;
     assert!(
         lines
@@ -296,6 +304,17 @@ async fn wrong_ca_is_refused() {
     let policy = client_policy(&pki.other_ca, Some(&pki.client), None);
     let pair = Pair::start(Some(strict_mtls(&pki)), Some(policy)).await;
     expect_tls_refusal(&pair).await;
+    // The client aborted the handshake: the server agent counts a failed handshake.
+    let server = pair.server.admin_addr;
+    eventually(
+        "the server agent counts the failed handshake",
+        || async move {
+            let (_, stats) = admin_get(server, "/stats/prometheus").await;
+            !stats.contains("taskmesh_ingress_tls_failures_total{reason=\"handshake\"} 0\n")
+                && stats.contains("taskmesh_ingress_tls_failures_total{reason=\"handshake\"} ")
+        },
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -42,6 +42,11 @@ impl Direction {
     }
 }
 
+/// Why listener TLS refused an ingress connection: a plaintext client on a STRICT listener, no
+/// handshake in time, or a failed handshake (bad or missing client certificate, protocol
+/// error).
+pub const INGRESS_TLS_FAILURE_REASONS: [&str; 3] = ["plaintext_on_strict", "timeout", "handshake"];
+
 /// Why a downstream request or connection was refused by a limit.
 #[derive(Debug, Clone, Copy)]
 pub enum LimitKind {
@@ -232,6 +237,8 @@ pub struct Metrics {
     limits: [AtomicU64; LimitKind::ALL.len()],
     routes: Mutex<HashMap<LabelKey, Arc<RouteStats>>>,
     trace_dropped: AtomicU64,
+    /// Ingress connections refused by listener TLS, by [`INGRESS_TLS_FAILURE_REASONS`].
+    ingress_tls_failures: [AtomicU64; INGRESS_TLS_FAILURE_REASONS.len()],
     /// Spans exported and failed exports, per exporter (0 OTLP, 1 X-Ray).
     trace_exported: [AtomicU64; 2],
     trace_failures: [AtomicU64; 2],
@@ -296,6 +303,17 @@ impl Metrics {
     /// A limit refused something.
     pub fn limit_hit(&self, kind: LimitKind) {
         self.limits[kind as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// An ingress connection refused by listener TLS, for `reason` (one of
+    /// [`INGRESS_TLS_FAILURE_REASONS`]; others are not counted).
+    pub fn ingress_tls_failure(&self, reason: &str) {
+        if let Some(i) = INGRESS_TLS_FAILURE_REASONS
+            .iter()
+            .position(|r| *r == reason)
+        {
+            self.ingress_tls_failures[i].fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// A finished span found the trace queue full.
@@ -386,6 +404,14 @@ impl Metrics {
                 "taskmesh_limit_rejections_total{{reason=\"{}\"}} {}",
                 k.as_str(),
                 self.limits[k as usize].load(Ordering::Relaxed)
+            );
+        }
+        let _ = writeln!(out, "# TYPE taskmesh_ingress_tls_failures_total counter");
+        for (i, reason) in INGRESS_TLS_FAILURE_REASONS.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "taskmesh_ingress_tls_failures_total{{reason=\"{reason}\"}} {}",
+                self.ingress_tls_failures[i].load(Ordering::Relaxed)
             );
         }
         let _ = writeln!(out, "# TYPE taskmesh_trace_spans_dropped_total counter");

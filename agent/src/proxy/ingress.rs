@@ -78,6 +78,7 @@ pub async fn serve_connection(
     let stream = match accepted {
         Ok(s) => s,
         Err(e) => {
+            shared.metrics.ingress_tls_failure(e.reason());
             tracing::warn!(%peer, port, error = %e, "ingress TLS: connection refused");
             return;
         }

@@ -226,6 +226,17 @@ pub enum AcceptError {
     Handshake(std::io::Error),
 }
 
+impl AcceptError {
+    /// The `reason` label of `taskmesh_ingress_tls_failures_total`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            AcceptError::PlaintextOnStrict => "plaintext_on_strict",
+            AcceptError::Timeout => "timeout",
+            AcceptError::Handshake(_) => "handshake",
+        }
+    }
+}
+
 /// Applies `tls` (None: plaintext) to an accepted connection.
 pub async fn accept(
     tls: Option<&ListenerTlsConfig>,
