@@ -69,6 +69,22 @@ impl UpstreamError {
     pub fn is_tls(&self) -> bool {
         matches!(self, UpstreamError::Tls { .. })
     }
+
+    /// A hyper-util client error towards `addr`: [`UpstreamError::Connect`] when the connection
+    /// could not be made, else [`UpstreamError::Exchange`].
+    pub fn from_client(addr: String, source: hyper_util::client::legacy::Error) -> UpstreamError {
+        if source.is_connect() {
+            UpstreamError::Connect {
+                addr,
+                source: Box::new(source),
+            }
+        } else {
+            UpstreamError::Exchange {
+                addr,
+                source: Box::new(source),
+            }
+        }
+    }
 }
 
 /// Body of an upstream request: the client's stream (its bytes counted), or a replayable one
@@ -160,23 +176,10 @@ impl UpstreamPool {
         }
         let authority = req.uri().authority().cloned();
         *req.version_mut() = http::Version::HTTP_2;
-        match self.h2.request(req).await {
-            Ok(r) => Ok(r.map(UpstreamResponseBody::unpooled)),
-            Err(source) => {
-                let addr = authority.map(|a| a.to_string()).unwrap_or_default();
-                Err(if source.is_connect() {
-                    UpstreamError::Connect {
-                        addr,
-                        source: Box::new(source),
-                    }
-                } else {
-                    UpstreamError::Exchange {
-                        addr,
-                        source: Box::new(source),
-                    }
-                })
-            }
-        }
+        let resp = self.h2.request(req).await.map_err(|source| {
+            UpstreamError::from_client(authority.map(|a| a.to_string()).unwrap_or_default(), source)
+        })?;
+        Ok(resp.map(UpstreamResponseBody::unpooled))
     }
 }
 

@@ -174,16 +174,8 @@ impl ClientPolicy {
                     virtual_service: self.virtual_service.to_string(),
                     why: tls.to_string(),
                 }
-            } else if source.is_connect() {
-                UpstreamError::Connect {
-                    addr,
-                    source: Box::new(source),
-                }
             } else {
-                UpstreamError::Exchange {
-                    addr,
-                    source: Box::new(source),
-                }
+                UpstreamError::from_client(addr, source)
             }
         })?;
         Ok(resp.map(UpstreamResponseBody::unpooled))
