@@ -14,9 +14,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use aws_sdk_servicediscovery::Client;
-use aws_sdk_servicediscovery::config::{BehaviorVersion, Credentials, Region};
 use serde_json::json;
-use support::moto::Moto;
+use support::moto::{Moto, create_service, service_discovery as sd_client};
 use support::{HttpClient, eventually, http_backend, http_backend_on};
 
 struct Proc(Child);
@@ -33,43 +32,6 @@ fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
-}
-
-fn sd_client(moto: &Moto) -> Client {
-    let conf = aws_sdk_servicediscovery::Config::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .endpoint_url(moto.endpoint())
-        .region(Region::new("us-east-1"))
-        .credentials_provider(Credentials::new("testing", "testing", None, None, "test"))
-        .build();
-    Client::from_conf(conf)
-}
-
-/// Creates HTTP namespace `ns` with service `svc` in moto; returns the service id.
-async fn create_service(sd: &Client, ns: &str, svc: &str) -> String {
-    sd.create_http_namespace()
-        .name(ns)
-        .send()
-        .await
-        .expect("CreateHttpNamespace in moto");
-    let namespaces = sd.list_namespaces().send().await.expect("ListNamespaces");
-    let ns_id = namespaces
-        .namespaces()
-        .iter()
-        .find(|n| n.name() == Some(ns))
-        .and_then(|n| n.id())
-        .expect("the namespace is listed")
-        .to_string();
-    sd.create_service()
-        .name(svc)
-        .namespace_id(ns_id)
-        .send()
-        .await
-        .expect("CreateService")
-        .service()
-        .and_then(|s| s.id())
-        .expect("service id")
-        .to_string()
 }
 
 async fn register(sd: &Client, service_id: &str, id: &str, ip: &str, version: &str) {

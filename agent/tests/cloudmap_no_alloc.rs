@@ -9,10 +9,9 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use aws_sdk_servicediscovery::Client;
-use aws_sdk_servicediscovery::config::{BehaviorVersion, Credentials, Region};
 use serde_json::json;
 use support::alloc::{Counting, count};
-use support::moto::Moto;
+use support::moto::{Moto, create_service, service_discovery};
 use taskmesh_agent::cluster::Clusters;
 use taskmesh_agent::cluster::outlier::Outcome;
 use taskmesh_agent::discovery::Resolver;
@@ -25,30 +24,7 @@ static GLOBAL: Counting = Counting;
 /// Registers `ips` as instances of service `colors` in namespace `apps.local`, with
 /// `version` attributes v1 (all but the last) and v2 (the last).
 async fn register(sd: &Client, ips: &[&str]) {
-    sd.create_http_namespace()
-        .name("apps.local")
-        .send()
-        .await
-        .expect("CreateHttpNamespace in moto");
-    let namespaces = sd.list_namespaces().send().await.expect("ListNamespaces");
-    let ns_id = namespaces
-        .namespaces()
-        .iter()
-        .find(|n| n.name() == Some("apps.local"))
-        .and_then(|n| n.id())
-        .expect("the namespace is listed")
-        .to_string();
-    let service_id = sd
-        .create_service()
-        .name("colors")
-        .namespace_id(ns_id)
-        .send()
-        .await
-        .expect("CreateService")
-        .service()
-        .and_then(|s| s.id())
-        .expect("service id")
-        .to_string();
+    let service_id = create_service(sd, "apps.local", "colors").await;
     for (i, ip) in ips.iter().enumerate() {
         let version = if i + 1 == ips.len() { "v2" } else { "v1" };
         sd.register_instance()
@@ -99,14 +75,7 @@ fn routing_to_a_cloud_map_target_does_not_allocate() {
         .unwrap();
     let target = &table.targets()[0];
     rt.block_on(async {
-        let sd = Client::from_conf(
-            aws_sdk_servicediscovery::Config::builder()
-                .behavior_version(BehaviorVersion::latest())
-                .endpoint_url(moto.endpoint())
-                .region(Region::new("us-east-1"))
-                .credentials_provider(Credentials::new("testing", "testing", None, None, "test"))
-                .build(),
-        );
+        let sd = service_discovery(&moto);
         register(&sd, &["10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.9"]).await;
         let one = || async {
             let routed = clusters.route(&resolver, target, 8080).await.unwrap();

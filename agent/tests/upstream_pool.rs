@@ -180,10 +180,12 @@ async fn idle_connections_close_after_the_idle_timeout() {
     assert_eq!(conns.accepted(), 2);
 }
 
-/// A raw upstream answering one request per connection and then closing it, without
-/// `Connection: close` (as a server whose keep-alive timeout is shorter than ours does). Sends
-/// each request line and Host it got on `seen`.
-async fn one_shot_backend() -> (
+/// A raw upstream answering one request per connection with `answer`, then closing it after
+/// `linger`. Sends each request line and Host it got on the returned channel.
+async fn raw_backend(
+    answer: &'static [u8],
+    linger: Duration,
+) -> (
     SocketAddr,
     Arc<Conns>,
     tokio::sync::mpsc::UnboundedReceiver<String>,
@@ -212,10 +214,8 @@ async fn one_shot_backend() -> (
                 .unwrap_or("")
                 .to_string();
             let _ = seen_tx.send(format!("{line} | {host}"));
-            s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
-                .await
-                .unwrap();
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            s.write_all(answer).await.unwrap();
+            tokio::time::sleep(linger).await;
             drop(s);
             c.closed.fetch_add(1, Ordering::SeqCst);
         }
@@ -225,7 +225,12 @@ async fn one_shot_backend() -> (
 
 #[tokio::test]
 async fn a_connection_the_upstream_closed_is_not_used_again() {
-    let (addr, conns, mut seen) = one_shot_backend().await;
+    // No `Connection: close`: as a server whose keep-alive timeout is shorter than ours.
+    let (addr, conns, mut seen) = raw_backend(
+        b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok",
+        Duration::from_millis(20),
+    )
+    .await;
     let pool = Http1Pool::new(Duration::from_secs(60));
     for i in 1..=3 {
         let resp = pool.send(get(addr, "/items?page=2")).await.unwrap();
@@ -244,36 +249,13 @@ async fn a_connection_the_upstream_closed_is_not_used_again() {
     }
 }
 
-/// A raw upstream answering each request with `Connection: close` and closing at once.
-async fn closing_backend() -> (SocketAddr, Arc<Conns>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let conns = Arc::new(Conns::default());
-    let c = conns.clone();
-    tokio::spawn(async move {
-        loop {
-            let (mut s, _) = listener.accept().await.unwrap();
-            c.accepted.fetch_add(1, Ordering::SeqCst);
-            let mut buf = Vec::new();
-            let mut chunk = [0u8; 1024];
-            while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-                let n = s.read(&mut chunk).await.unwrap();
-                assert!(n > 0, "request cut short");
-                buf.extend_from_slice(&chunk[..n]);
-            }
-            s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok")
-                .await
-                .unwrap();
-            drop(s);
-            c.closed.fetch_add(1, Ordering::SeqCst);
-        }
-    });
-    (addr, conns)
-}
-
 #[tokio::test]
 async fn back_to_back_requests_after_connection_close_each_get_a_connection() {
-    let (addr, conns) = closing_backend().await;
+    let (addr, conns, _seen) = raw_backend(
+        b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok",
+        Duration::ZERO,
+    )
+    .await;
     let pool = Http1Pool::new(Duration::from_secs(60));
     // No pause between requests: the connection the upstream is closing may still be in the
     // pool when the next request is made, and must not be used for it.

@@ -67,3 +67,42 @@ pub fn moto_bin() -> PathBuf {
     );
     bin
 }
+
+/// A Cloud Map client against `moto` (test credentials, us-east-1).
+pub fn service_discovery(moto: &Moto) -> aws_sdk_servicediscovery::Client {
+    use aws_sdk_servicediscovery::config::{BehaviorVersion, Credentials, Region};
+    let conf = aws_sdk_servicediscovery::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .endpoint_url(moto.endpoint())
+        .region(Region::new("us-east-1"))
+        .credentials_provider(Credentials::new("testing", "testing", None, None, "test"))
+        .build();
+    aws_sdk_servicediscovery::Client::from_conf(conf)
+}
+
+/// Creates HTTP namespace `ns` with service `svc` in moto; returns the service id.
+pub async fn create_service(sd: &aws_sdk_servicediscovery::Client, ns: &str, svc: &str) -> String {
+    sd.create_http_namespace()
+        .name(ns)
+        .send()
+        .await
+        .expect("CreateHttpNamespace in moto");
+    let namespaces = sd.list_namespaces().send().await.expect("ListNamespaces");
+    let ns_id = namespaces
+        .namespaces()
+        .iter()
+        .find(|n| n.name() == Some(ns))
+        .and_then(|n| n.id())
+        .expect("the namespace is listed")
+        .to_string();
+    sd.create_service()
+        .name(svc)
+        .namespace_id(ns_id)
+        .send()
+        .await
+        .expect("CreateService")
+        .service()
+        .and_then(|s| s.id())
+        .expect("service id")
+        .to_string()
+}
