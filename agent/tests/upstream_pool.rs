@@ -1,7 +1,8 @@
 //! The HTTP/1.1 upstream pool (`proxy::pool::Http1Pool`) against real upstream sockets:
 //! connection reuse, return only once a response body has ended, no reuse of a connection whose
 //! body was abandoned, the idle timeout, upstreams that close idle connections, connect errors,
-//! and the request as written on the wire (origin form, Host kept).
+//! the request as written on the wire (origin form, Host kept), and which requests go out again
+//! when a reused connection turns out closed.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -278,4 +279,129 @@ async fn a_refused_connection_is_a_connect_error() {
     assert!(err.is_connect(), "{err}");
     assert!(err.to_string().contains(&addr.to_string()), "{err}");
     assert_eq!(pool.stats().opened, 0);
+}
+
+/// A raw upstream that answers the first request on each connection and closes the connection
+/// when the second one arrives, without answering: a keep-alive close racing a request. Sends
+/// each request line it read on the returned channel.
+async fn closes_on_second_request() -> (
+    SocketAddr,
+    Arc<Conns>,
+    tokio::sync::mpsc::UnboundedReceiver<String>,
+) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let conns = Arc::new(Conns::default());
+    let (seen_tx, seen) = tokio::sync::mpsc::unbounded_channel();
+    let c = conns.clone();
+    tokio::spawn(async move {
+        loop {
+            let (mut s, _) = listener.accept().await.unwrap();
+            c.accepted.fetch_add(1, Ordering::SeqCst);
+            let seen_tx = seen_tx.clone();
+            let c = c.clone();
+            tokio::spawn(async move {
+                for answer in [true, false] {
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 1024];
+                    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                        let n = s.read(&mut chunk).await.unwrap();
+                        if n == 0 {
+                            return;
+                        }
+                        buf.extend_from_slice(&chunk[..n]);
+                    }
+                    let line = String::from_utf8_lossy(&buf)
+                        .lines()
+                        .next()
+                        .unwrap_or("")
+                        .to_string();
+                    let _ = seen_tx.send(line);
+                    if answer {
+                        s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                            .await
+                            .unwrap();
+                    }
+                }
+                drop(s);
+                c.closed.fetch_add(1, Ordering::SeqCst);
+            });
+        }
+    });
+    (addr, conns, seen)
+}
+
+fn with_method(
+    method: http::Method,
+    addr: SocketAddr,
+    body: &'static [u8],
+) -> Request<UpstreamBody> {
+    Request::builder()
+        .method(method)
+        .uri(format!("http://{addr}/r"))
+        .header("host", "svc.example.local")
+        .body(UpstreamBody::new(http_body_util::Full::new(
+            Bytes::from_static(body),
+        )))
+        .unwrap()
+}
+
+#[tokio::test]
+async fn an_idempotent_request_on_a_connection_closed_under_it_goes_out_again() {
+    let (addr, conns, mut seen) = closes_on_second_request().await;
+    let pool = Http1Pool::new(Duration::from_secs(60));
+    assert_eq!(
+        body_of(pool.send(get(addr, "/one")).await.unwrap()).await,
+        "ok"
+    );
+    // The reused connection is closed as this request arrives: it is sent again on a new one.
+    assert_eq!(
+        body_of(pool.send(get(addr, "/two")).await.unwrap()).await,
+        "ok"
+    );
+    assert_eq!(conns.accepted(), 2);
+    let mut lines = Vec::new();
+    while let Ok(l) = seen.try_recv() {
+        lines.push(l);
+    }
+    assert_eq!(
+        lines,
+        [
+            "GET /one HTTP/1.1",
+            "GET /two HTTP/1.1",
+            "GET /two HTTP/1.1"
+        ]
+    );
+    // So is a DELETE...
+    let resp = pool
+        .send(with_method(http::Method::DELETE, addr, b""))
+        .await
+        .unwrap();
+    assert_eq!(body_of(resp).await, "ok");
+    assert_eq!(conns.accepted(), 3);
+    // ...but not a POST the upstream may have acted on...
+    let err = pool
+        .send(with_method(http::Method::POST, addr, b""))
+        .await
+        .unwrap_err();
+    assert!(!err.is_connect(), "{err}");
+    assert!(
+        err.to_string()
+            .contains("closed the connection before responding"),
+        "{err}"
+    );
+    assert_eq!(conns.accepted(), 3);
+    // ...nor a request whose body was already taken from the client (it went out with the head).
+    assert_eq!(
+        body_of(pool.send(get(addr, "/three")).await.unwrap()).await,
+        "ok"
+    );
+    assert_eq!(conns.accepted(), 4);
+    let err = pool
+        .send(with_method(http::Method::PUT, addr, b"v=1"))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("before responding"), "{err}");
+    assert_eq!(conns.accepted(), 4);
+    assert_eq!(pool.stats().opened, 4);
 }

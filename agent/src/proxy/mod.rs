@@ -1,11 +1,12 @@
 //! The traffic path. `egress.rs` (the app's outbound connections, 15001), `ingress.rs`
 //! (connections to the app, 15000), `tcp.rs` (opaque forwarding), `http_forward.rs` (request and
-//! response rewriting), `body.rs` (byte counting and span completion), `pool.rs` (upstream keep-alive), `original_dst.rs` (where a redirected
+//! response rewriting), `body.rs` (byte counting and span completion), `pool.rs` (upstream keep-alive), `h1.rs` (the HTTP/1.1 client codec of pooled upstream connections), `original_dst.rs` (where a redirected
 //! connection was going), `limits.rs` (hostile clients). This file runs the accept loops: the
 //! connection cap, per-connection tasks, and graceful drain.
 
 pub mod body;
 pub mod egress;
+pub mod h1;
 pub mod http_forward;
 pub mod ingress;
 pub mod limits;

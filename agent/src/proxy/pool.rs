@@ -1,7 +1,7 @@
 //! Upstream connections with reuse, keyed by upstream address, idle connections kept for
 //! `TASKMESH_UPSTREAM_IDLE_SECONDS`: HTTP/1.1 keep-alive connections in our own pool
-//! ([`Http1Pool`]: hyper's connection handles, checked out per exchange and returned when the
-//! response body ends), HTTP/2 multiplexed through hyper-util's pooled client.
+//! ([`Http1Pool`]: connections speaking [`super::h1`], checked out per exchange and returned
+//! when the response body ends), HTTP/2 multiplexed through hyper-util's pooled client.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -14,12 +14,13 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body::{Body, Frame, SizeHint};
-use http_body_util::Either;
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::net::TcpStream;
+
+use super::h1;
 
 /// How long to wait for an upstream TCP connection.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -90,34 +91,41 @@ impl UpstreamError {
 /// Body of an upstream request: the client's stream (its bytes counted), or a replayable one
 /// (retries, and requests whose small body is kept for them: `crate::cluster::replay`).
 ///
-/// Boxed, so that a request is 232 bytes rather than 344: hyper's HTTP/1.1 client hands
-/// requests to its connection through a channel that allocates room for 32 of them at a time,
-/// twice over in steady state, for every upstream connection (about 8 KiB less per connection).
-pub struct UpstreamBody(
-    Box<Either<super::body::Counted<Incoming>, crate::cluster::replay::ReplayBody>>,
-);
+/// Boxed: a request is moved through the retry loop and the exchange, and stays small.
+pub struct UpstreamBody(Pin<Box<dyn Body<Data = Bytes, Error = BoxError> + Send>>);
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 impl UpstreamBody {
+    /// Any body (tests, and sources other than a client's request).
+    pub fn new<B>(body: B) -> UpstreamBody
+    where
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        UpstreamBody(Box::pin(http_body_util::BodyExt::map_err(body, Into::into)))
+    }
+
     /// The client's body, streamed through (its bytes counted).
     pub fn client(body: super::body::Counted<Incoming>) -> UpstreamBody {
-        UpstreamBody(Box::new(Either::Left(body)))
+        UpstreamBody::new(body)
     }
 
     /// A body kept for retries (or none: [`crate::cluster::replay::ReplayBody::empty`]).
     pub fn replay(body: crate::cluster::replay::ReplayBody) -> UpstreamBody {
-        UpstreamBody(Box::new(Either::Right(body)))
+        UpstreamBody::new(body)
     }
 }
 
 impl Body for UpstreamBody {
     type Data = Bytes;
-    type Error = Box<dyn std::error::Error + Send + Sync>;
+    type Error = BoxError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        Pin::new(&mut *self.0).poll_frame(cx)
+        self.0.as_mut().poll_frame(cx)
     }
 
     fn is_end_stream(&self) -> bool {
@@ -183,23 +191,22 @@ impl UpstreamPool {
     }
 }
 
-/// How long a checked-out idle connection may take to become ready (its previous response just
-/// ended and its connection task has not run yet) before another one is tried.
-const READY_WAIT: Duration = Duration::from_millis(10);
-
 /// Idle connections kept per upstream address at most; more are closed when they go idle.
 const MAX_IDLE_PER_UPSTREAM: usize = 1024;
 
-type Sender = hyper::client::conn::http1::SendRequest<UpstreamBody>;
+/// Reused connections found closed, in a row, before a request goes on a fresh connection.
+const MAX_STALE_RETRIES: usize = 3;
 
 /// HTTP/1.1 keep-alive connections by upstream address.
 ///
-/// A connection is checked out for one exchange and comes back when its response body has
-/// been read to the end ([`UpstreamResponseBody`] returns it; nothing is spawned per request).
-/// Idle connections are reused last-in first-out, so the fewest stay warm, and are closed
-/// after the idle timeout by a sweep every `idle / 2` (at most every 5 s). A request that
-/// could not be written on a reused connection (the upstream closed it in the meantime) is
-/// sent again on a fresh one.
+/// A connection is checked out for one exchange ([`super::h1`]: the request's own task writes
+/// the request and reads the response) and comes back when its response body has been read to
+/// the end ([`UpstreamResponseBody`] returns it; nothing is spawned per request). Idle
+/// connections are reused last-in first-out, so the fewest stay warm, are checked for a close
+/// by the upstream before reuse, and are closed after the idle timeout by a sweep every
+/// `idle / 2` (at most every 5 s). A request the upstream cannot have acted on (a reused
+/// connection it had already closed: [`super::h1::Failed::request`]) is sent again on another
+/// connection.
 #[derive(Clone)]
 pub struct Http1Pool {
     inner: Arc<Http1Inner>,
@@ -214,7 +221,7 @@ struct Http1Inner {
 }
 
 struct IdleConn {
-    tx: Sender,
+    conn: h1::Conn,
     since: Instant,
 }
 
@@ -253,8 +260,8 @@ impl Http1Pool {
         }
     }
 
-    /// Sends `req` (absolute `http://ip:port/…` URI; sent in origin form) on an idle
-    /// connection to that address, or a new one.
+    /// Sends `req` (absolute `http://ip:port/…` URI; sent in origin form, its `Host` field
+    /// kept) on an idle connection to that address, or a new one.
     pub async fn send(
         &self,
         mut req: Request<UpstreamBody>,
@@ -272,55 +279,51 @@ impl Http1Pool {
                 });
             }
         };
-        origin_form(&mut req);
-        while let Some(mut tx) = self.inner.checkout(addr) {
-            if !tx.is_ready() {
-                match tokio::time::timeout(READY_WAIT, tx.ready()).await {
-                    Ok(Ok(())) => {}
-                    // Closed, or still busy (its previous request body is still being sent):
-                    // dropping this handle closes it once that exchange is over.
-                    _ => continue,
-                }
-            }
-            match tx.try_send_request(req).await {
+        let mut stale = 0;
+        loop {
+            let idle = if stale < MAX_STALE_RETRIES {
+                self.inner.checkout(addr)
+            } else {
+                None
+            };
+            let (conn, reused) = match idle {
+                Some(c) => (c, true),
+                // Boxed: connecting is the cold path, and its future (connect, timeout) would
+                // otherwise be part of every request's future, held per client connection.
+                None => (Box::pin(self.connect(addr)).await?, false),
+            };
+            match h1::exchange(conn, req, reused).await {
                 Ok(resp) => {
-                    self.inner.reused.fetch_add(1, Ordering::Relaxed);
-                    return Ok(self.lease(resp, addr, tx));
+                    if reused {
+                        self.inner.reused.fetch_add(1, Ordering::Relaxed);
+                    }
+                    return Ok(resp.map(|body| UpstreamResponseBody {
+                        inner: Inner::H1(body),
+                        lease: Some(Lease {
+                            pool: self.clone(),
+                            addr,
+                        }),
+                    }));
                 }
-                Err(mut e) => match e.take_message() {
-                    // Not written: the connection closed under us. Try the next one.
-                    Some(r) => req = r,
-                    None => return Err(exchange_error(addr, e.into_error())),
-                },
+                Err(h1::Failed {
+                    error,
+                    request: Some(r),
+                }) => {
+                    tracing::debug!(upstream = %addr, %error, "reused connection was closed by the upstream; sending again");
+                    stale += 1;
+                    req = r;
+                }
+                Err(h1::Failed { error, .. }) => {
+                    return Err(UpstreamError::Exchange {
+                        addr: addr.to_string(),
+                        source: Box::new(error),
+                    });
+                }
             }
         }
-        // Boxed: connecting is the cold path, and its future (connect, timeout, handshake) would
-        // otherwise be part of every request's future, held per client connection.
-        let mut tx = Box::pin(self.connect(addr)).await?;
-        match tx.try_send_request(req).await {
-            Ok(resp) => Ok(self.lease(resp, addr, tx)),
-            Err(e) => Err(exchange_error(addr, e.into_error())),
-        }
     }
 
-    fn lease(
-        &self,
-        resp: Response<Incoming>,
-        addr: SocketAddr,
-        tx: Sender,
-    ) -> Response<UpstreamResponseBody> {
-        resp.map(|inner| UpstreamResponseBody {
-            inner,
-            lease: Some(Lease {
-                pool: self.clone(),
-                addr,
-                tx,
-            }),
-            done: false,
-        })
-    }
-
-    async fn connect(&self, addr: SocketAddr) -> Result<Sender, UpstreamError> {
+    async fn connect(&self, addr: SocketAddr) -> Result<h1::Conn, UpstreamError> {
         let connect_error =
             |source: Box<dyn std::error::Error + Send + Sync>| UpstreamError::Connect {
                 addr: addr.to_string(),
@@ -337,18 +340,9 @@ impl Http1Pool {
             }
         };
         let _ = stream.set_nodelay(true);
-        let (tx, conn) = hyper::client::conn::http1::Builder::new()
-            .handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| connect_error(Box::new(e)))?;
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(upstream = %addr, error = %e, "upstream connection ended with an error");
-            }
-        });
         self.inner.opened.fetch_add(1, Ordering::Relaxed);
         self.start_sweeping();
-        Ok(tx)
+        Ok(h1::Conn::new(stream))
     }
 
     /// Starts the idle sweep (once, from the first connection: it needs a runtime).
@@ -376,20 +370,19 @@ impl Http1Inner {
         self.idle.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The most recently returned open connection to `addr`.
-    fn checkout(&self, addr: SocketAddr) -> Option<Sender> {
-        let mut map = self.lock();
-        let list = map.get_mut(&addr)?;
-        while let Some(c) = list.pop() {
-            if !c.tx.is_closed() {
-                return Some(c.tx);
+    /// The most recently returned connection to `addr` that the upstream has not closed.
+    fn checkout(&self, addr: SocketAddr) -> Option<h1::Conn> {
+        loop {
+            let mut c = self.lock().get_mut(&addr)?.pop()?;
+            // Checked outside the lock: it may take a system call.
+            if c.conn.is_reusable() {
+                return Some(c.conn);
             }
         }
-        None
     }
 
-    fn checkin(&self, addr: SocketAddr, tx: Sender) {
-        if tx.is_closed() {
+    fn checkin(&self, addr: SocketAddr, mut conn: h1::Conn) {
+        if !conn.is_reusable() {
             return;
         }
         let now = Instant::now();
@@ -404,7 +397,7 @@ impl Http1Inner {
             list.drain(..expired);
         }
         if list.len() < MAX_IDLE_PER_UPSTREAM {
-            list.push(IdleConn { tx, since: now });
+            list.push(IdleConn { conn, since: now });
         }
     }
 
@@ -412,59 +405,50 @@ impl Http1Inner {
     fn sweep(&self, now: Instant) {
         let mut map = self.lock();
         map.retain(|_, list| {
-            list.retain(|c| !c.tx.is_closed() && now.duration_since(c.since) < self.idle_timeout);
+            list.retain_mut(|c| {
+                now.duration_since(c.since) < self.idle_timeout && c.conn.is_reusable()
+            });
             !list.is_empty()
         });
     }
 }
 
-/// The request in origin form (`/path?query`), as HTTP/1.1 sends it to an origin server.
-fn origin_form(req: &mut Request<UpstreamBody>) {
-    let pq = req
-        .uri()
-        .path_and_query()
-        .cloned()
-        .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
-    *req.uri_mut() = http::Uri::from(pq);
-}
-
-fn exchange_error(addr: SocketAddr, e: hyper::Error) -> UpstreamError {
-    UpstreamError::Exchange {
-        addr: addr.to_string(),
-        source: Box::new(e),
-    }
-}
-
-/// A connection checked out for one exchange.
+/// A connection checked out for one exchange: where it goes back.
 struct Lease {
     pool: Http1Pool,
     addr: SocketAddr,
-    tx: Sender,
+}
+
+enum Inner {
+    /// HTTP/2, or TLS: hyper's body (hyper-util pools those connections).
+    Hyper(Incoming),
+    /// Plaintext HTTP/1.1 over a pooled connection.
+    H1(h1::ResponseBody),
 }
 
 /// The body of an upstream response. When it came over a pooled HTTP/1.1 connection, the
 /// connection goes back to the pool once the body has been read to its end; a body dropped
-/// before that takes its connection with it (hyper closes a connection whose response was not
-/// read out).
+/// before that takes its connection with it.
 pub struct UpstreamResponseBody {
-    inner: Incoming,
+    inner: Inner,
     lease: Option<Lease>,
-    done: bool,
 }
 
 impl UpstreamResponseBody {
     /// A body whose connection is not ours to return (HTTP/2, TLS: hyper-util pools those).
     pub fn unpooled(inner: Incoming) -> UpstreamResponseBody {
         UpstreamResponseBody {
-            inner,
+            inner: Inner::Hyper(inner),
             lease: None,
-            done: false,
         }
     }
 
     fn release(&mut self) {
-        if let Some(l) = self.lease.take() {
-            l.pool.inner.checkin(l.addr, l.tx);
+        if let Inner::H1(body) = &mut self.inner
+            && let Some(conn) = body.reusable()
+            && let Some(l) = self.lease.take()
+        {
+            l.pool.inner.checkin(l.addr, conn);
         }
     }
 }
@@ -473,45 +457,47 @@ impl std::fmt::Debug for UpstreamResponseBody {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("UpstreamResponseBody")
             .field("pooled", &self.lease.as_ref().map(|l| l.addr))
-            .field("done", &self.done)
             .finish()
     }
 }
 
 impl Body for UpstreamResponseBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let r = Pin::new(&mut self.inner).poll_frame(cx);
-        match &r {
-            Poll::Ready(None) => {
-                self.done = true;
-                self.release();
-            }
-            Poll::Ready(Some(Err(_))) => self.lease = None,
-            _ => {}
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let r = match &mut self.inner {
+            Inner::Hyper(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            Inner::H1(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+        };
+        if let Poll::Ready(None) = r {
+            self.release();
         }
         r
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        match &self.inner {
+            Inner::Hyper(b) => b.is_end_stream(),
+            Inner::H1(b) => b.is_end_stream(),
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        match &self.inner {
+            Inner::Hyper(b) => b.size_hint(),
+            Inner::H1(b) => b.size_hint(),
+        }
     }
 }
 
 impl Drop for UpstreamResponseBody {
     fn drop(&mut self) {
-        // Servers stop polling once `is_end_stream` says the body is complete.
-        if self.lease.is_some() && (self.done || self.inner.is_end_stream()) {
-            self.release();
-        }
+        // Servers stop polling once `is_end_stream` says the body is complete; a body that
+        // did not end does not give its connection back (`h1::ResponseBody::reusable`).
+        self.release();
     }
 }

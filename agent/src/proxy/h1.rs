@@ -1,0 +1,1286 @@
+//! The client side of plaintext HTTP/1.1 upstream connections: one request and its response at a
+//! time on a [`Conn`], driven directly by the request's own task.
+//!
+//! hyper's client connection runs as a task of its own and trades requests, response heads and
+//! body chunks with the request's task through channels: two or more cross-task hand-offs per
+//! request, a spawned task, an 8 KiB read and an 8 KiB write buffer, and a request channel
+//! (about 16 KiB) for every upstream connection. Here the request's task writes the request head
+//! and body and reads the response itself:
+//!
+//! - the request head (and the first body frame, if it is ready) goes out in one vectored write
+//!   from a small per-connection buffer; body data is written from the client's own buffers;
+//! - the response head is parsed with `httparse`, and its header values are slices of the read
+//!   buffer (no copy); body data is split off the read buffer, which starts at 4 KiB and grows
+//!   while reads fill it (to 64 KiB);
+//! - framing follows RFC 9112 §6: `HEAD`, 1xx, 204 and 304 have no body; `Transfer-Encoding`
+//!   ending in `chunked` wins over `Content-Length` (the connection is then not reused: such a
+//!   message is a smuggling attempt or a broken server); differing `Content-Length` values are
+//!   refused; otherwise the body ends when the upstream closes. Interim 1xx answers are skipped
+//!   (`101` is refused: we never ask to upgrade);
+//! - the request body keeps flowing after the response head arrives (a server may answer while
+//!   it still reads), and a response that ends before the request body was sent ends the
+//!   connection rather than returning it;
+//! - a request sent on a reused connection that the upstream had already closed comes back to
+//!   the caller to be sent on a fresh one ([`Failed::request`]) when that is safe: nothing of the
+//!   response arrived and either no body byte was taken from the client or the method is
+//!   idempotent (RFC 9110 §9.2.2) and the body was never read.
+
+use std::io::{self, IoSlice};
+use std::mem::MaybeUninit;
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker, ready};
+
+use bytes::{Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Version};
+use http_body::{Body, Frame, SizeHint};
+use tokio::io::AsyncWrite;
+use tokio::net::TcpStream;
+
+use super::pool::UpstreamBody;
+
+/// Largest response head (status line and fields) accepted, and largest trailer section.
+pub const MAX_HEAD_BYTES: usize = 64 * 1024;
+/// Most fields in a response head or trailer section.
+pub const MAX_HEADERS: usize = 100;
+/// First read size; reads that fill the buffer double it up to [`MAX_READ`].
+const FIRST_READ: usize = 4 * 1024;
+/// Largest read size.
+const MAX_READ: usize = 64 * 1024;
+/// Longest chunk-size line (size and extensions) accepted.
+const MAX_CHUNK_LINE: usize = 4 * 1024;
+
+/// Why an exchange on an upstream HTTP/1.1 connection failed.
+#[derive(Debug, thiserror::Error)]
+pub enum H1Error {
+    /// Writing the request failed.
+    #[error("writing the request failed: {0}")]
+    Write(#[source] io::Error),
+    /// Reading the response failed.
+    #[error("reading the response failed: {0}")]
+    Read(#[source] io::Error),
+    /// The upstream closed the connection before sending anything.
+    #[error("the upstream closed the connection before responding")]
+    ClosedBeforeResponse,
+    /// The upstream closed the connection in the middle of the response head.
+    #[error("the upstream closed the connection in the middle of the response head")]
+    IncompleteHead,
+    /// The upstream closed the connection before the end of the response body.
+    #[error("the upstream closed the connection before the end of the response body")]
+    IncompleteBody,
+    /// The response head is not HTTP/1.x.
+    #[error("malformed response head: {0}")]
+    Parse(#[from] httparse::Error),
+    /// The response head is too large.
+    #[error("response head larger than {MAX_HEAD_BYTES} bytes")]
+    HeadTooLarge,
+    /// The response is not one we can frame or forward.
+    #[error("invalid response: {0}")]
+    Invalid(&'static str),
+    /// The client's request body failed.
+    #[error("request body: {0}")]
+    RequestBody(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The request body did not match its `Content-Length`.
+    #[error("request body {0} its Content-Length")]
+    RequestLength(&'static str),
+}
+
+/// An upstream HTTP/1.1 connection between exchanges.
+pub struct Conn {
+    io: TcpStream,
+    /// Bytes read and not yet consumed (always empty between exchanges).
+    buf: BytesMut,
+    /// The request head and chunk framing being written.
+    out: Vec<u8>,
+    /// Next read size.
+    read_size: usize,
+}
+
+impl std::fmt::Debug for Conn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Conn")
+            .field("peer", &self.io.peer_addr().ok())
+            .finish()
+    }
+}
+
+impl Conn {
+    /// A connection over `io` (connected, `TCP_NODELAY` set by the caller).
+    pub fn new(io: TcpStream) -> Conn {
+        Conn {
+            io,
+            buf: BytesMut::new(),
+            out: Vec::new(),
+            read_size: FIRST_READ,
+        }
+    }
+
+    /// Whether an idle connection can carry another exchange: the upstream has neither closed
+    /// it nor sent anything unasked. No system call unless the socket became readable since it
+    /// was last drained.
+    pub fn is_reusable(&mut self) -> bool {
+        if !self.buf.is_empty() {
+            return false;
+        }
+        let mut cx = Context::from_waker(Waker::noop());
+        match self.io.poll_read_ready(&mut cx) {
+            Poll::Pending => true,
+            Poll::Ready(Err(_)) => false,
+            Poll::Ready(Ok(())) => {
+                let mut probe = [0u8; 1];
+                matches!(self.io.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+            }
+        }
+    }
+
+    /// Reads more of the response into `buf`: the number of bytes read, 0 at end of stream.
+    ///
+    /// Through `AsyncRead`, which marks the socket not readable after a short read: the probe
+    /// of [`Conn::is_reusable`] then costs no system call.
+    fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        if self.buf.capacity() - self.buf.len() < self.read_size / 2 {
+            self.buf.reserve(self.read_size);
+        }
+        let spare = self.buf.capacity() - self.buf.len();
+        let n = ready!(tokio_util::io::poll_read_buf(
+            Pin::new(&mut self.io),
+            cx,
+            &mut self.buf
+        ))?;
+        if n == spare && self.read_size < MAX_READ {
+            self.read_size *= 2;
+        }
+        Poll::Ready(Ok(n))
+    }
+}
+
+/// A failed exchange.
+pub struct Failed {
+    /// What went wrong.
+    pub error: H1Error,
+    /// The request, untouched, when it may be sent again on a fresh connection: the connection
+    /// was reused and closed under us before any response byte, and the upstream cannot have
+    /// acted on it (not fully written) or the method is idempotent; no body byte was taken.
+    pub request: Option<Request<UpstreamBody>>,
+}
+
+impl std::fmt::Debug for Failed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Failed")
+            .field("error", &self.error)
+            .field("resendable", &self.request.is_some())
+            .finish()
+    }
+}
+
+/// Sends `req` (its URI's path and query as the request target; its `Host` field kept, or made
+/// from its URI's authority) on `conn` and reads the response head. `reused`: the connection
+/// carried an exchange before (a failure before any response byte may then be a stale
+/// connection: see [`Failed::request`]).
+pub async fn exchange(
+    conn: Conn,
+    req: Request<UpstreamBody>,
+    reused: bool,
+) -> Result<Response<ResponseBody>, Failed> {
+    let (parts, body) = req.into_parts();
+    let mut ex = Exchange::new(conn, parts, body, reused);
+    std::future::poll_fn(|cx| ex.poll(cx)).await
+}
+
+/// How the request body is framed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ReqFraming {
+    /// `Content-Length`: bytes still to send.
+    Length(u64),
+    /// `Transfer-Encoding: chunked`.
+    Chunked,
+}
+
+/// Writes the request: head, then body frames as the client sends them.
+struct Writer {
+    body: Option<UpstreamBody>,
+    framing: ReqFraming,
+    /// How much of `Conn::out` is written.
+    out_pos: usize,
+    /// Body data being written (after `out`).
+    data: Bytes,
+    /// Written after `data` (a chunk's CRLF).
+    tail: &'static [u8],
+    /// A frame was taken from the body: the request can no longer be sent again.
+    taken: bool,
+}
+
+impl Writer {
+    /// Encodes the request head into `out` and returns the writer of the rest.
+    fn start(parts: &http::request::Parts, body: UpstreamBody, out: &mut Vec<u8>) -> Writer {
+        out.clear();
+        let empty = body.is_end_stream();
+        let framing = match body.size_hint().exact() {
+            _ if empty => ReqFraming::Length(0),
+            Some(n) => ReqFraming::Length(n),
+            None => ReqFraming::Chunked,
+        };
+        out.extend_from_slice(parts.method.as_str().as_bytes());
+        out.push(b' ');
+        match parts.uri.path_and_query() {
+            Some(pq) if !pq.as_str().is_empty() => out.extend_from_slice(pq.as_str().as_bytes()),
+            _ => out.push(b'/'),
+        }
+        out.extend_from_slice(b" HTTP/1.1\r\n");
+        if !parts.headers.contains_key(header::HOST)
+            && let Some(a) = parts.uri.authority()
+        {
+            field(out, b"host", a.as_str().as_bytes());
+        }
+        let mut had_length = false;
+        for (name, value) in &parts.headers {
+            if name == header::CONTENT_LENGTH {
+                had_length = true;
+                continue;
+            }
+            if name == header::TRANSFER_ENCODING {
+                continue;
+            }
+            field(out, name.as_str().as_bytes(), value.as_bytes());
+        }
+        match framing {
+            ReqFraming::Length(0)
+                if !had_length
+                    && !matches!(parts.method, Method::POST | Method::PUT | Method::PATCH) => {}
+            ReqFraming::Length(n) => field(
+                out,
+                b"content-length",
+                itoa::Buffer::new().format(n).as_bytes(),
+            ),
+            ReqFraming::Chunked => field(out, b"transfer-encoding", b"chunked"),
+        }
+        out.extend_from_slice(b"\r\n");
+        Writer {
+            body: (!empty).then_some(body),
+            framing,
+            out_pos: 0,
+            data: Bytes::new(),
+            tail: b"",
+            taken: false,
+        }
+    }
+
+    fn has_pending(&self, out: &[u8]) -> bool {
+        out.len() > self.out_pos || !self.data.is_empty() || !self.tail.is_empty()
+    }
+
+    /// Writes until the whole request is out (`Ready(Ok)`), the socket or the client's body is
+    /// not ready (`Pending`), or something fails.
+    fn poll_write(
+        &mut self,
+        io: &mut TcpStream,
+        out: &mut Vec<u8>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<(), H1Error>> {
+        loop {
+            if !self.has_pending(out) {
+                out.clear();
+                self.out_pos = 0;
+                let Some(body) = self.body.as_mut() else {
+                    return Poll::Ready(Ok(()));
+                };
+                let frame = ready!(Pin::new(body).poll_frame(cx));
+                self.frame(frame, out)?;
+                continue;
+            }
+            // Take a frame that is ready now, so that it goes out with what is pending (the
+            // head and the first data in one write).
+            if self.data.is_empty()
+                && self.tail.is_empty()
+                && let Some(body) = self.body.as_mut()
+                && let Poll::Ready(frame) = Pin::new(body).poll_frame(cx)
+            {
+                self.frame(frame, out)?;
+            }
+            let slices = [
+                IoSlice::new(&out[self.out_pos..]),
+                IoSlice::new(&self.data),
+                IoSlice::new(self.tail),
+            ];
+            let n = ready!(Pin::new(&mut *io).poll_write_vectored(cx, &slices))
+                .map_err(H1Error::Write)?;
+            if n == 0 {
+                return Poll::Ready(Err(H1Error::Write(io::ErrorKind::WriteZero.into())));
+            }
+            self.advance(n, out.len());
+        }
+    }
+
+    fn advance(&mut self, mut n: usize, out_len: usize) {
+        let from_out = n.min(out_len - self.out_pos);
+        self.out_pos += from_out;
+        n -= from_out;
+        let from_data = n.min(self.data.len());
+        let _ = self.data.split_to(from_data);
+        n -= from_data;
+        self.tail = &self.tail[n.min(self.tail.len())..];
+    }
+
+    /// Frames what the client's body gave (only called with nothing of `data`/`tail` pending).
+    #[allow(clippy::type_complexity)]
+    fn frame(
+        &mut self,
+        frame: Option<Result<Frame<Bytes>, Box<dyn std::error::Error + Send + Sync>>>,
+        out: &mut Vec<u8>,
+    ) -> Result<(), H1Error> {
+        let frame = match frame {
+            None => {
+                self.body = None;
+                return match self.framing {
+                    ReqFraming::Chunked => {
+                        out.extend_from_slice(b"0\r\n\r\n");
+                        Ok(())
+                    }
+                    ReqFraming::Length(0) => Ok(()),
+                    ReqFraming::Length(_) => Err(H1Error::RequestLength("ended before")),
+                };
+            }
+            Some(Err(e)) => {
+                self.body = None;
+                return Err(H1Error::RequestBody(e));
+            }
+            Some(Ok(f)) => f,
+        };
+        self.taken = true;
+        match frame.into_data() {
+            Ok(data) if data.is_empty() => Ok(()),
+            Ok(data) => {
+                match &mut self.framing {
+                    ReqFraming::Chunked => {
+                        let mut hex = [0u8; 16];
+                        let len = hex_len(data.len(), &mut hex);
+                        out.extend_from_slice(len);
+                        out.extend_from_slice(b"\r\n");
+                        self.tail = b"\r\n";
+                    }
+                    ReqFraming::Length(left) => {
+                        *left = left
+                            .checked_sub(data.len() as u64)
+                            .ok_or(H1Error::RequestLength("is longer than"))?;
+                    }
+                }
+                self.data = data;
+                Ok(())
+            }
+            Err(frame) => {
+                // Trailers: sent in a chunked body, dropped otherwise (HTTP/1.1 has no other
+                // place for them). They are the last frame.
+                if let (Ok(trailers), ReqFraming::Chunked) = (frame.into_trailers(), self.framing) {
+                    self.body = None;
+                    out.extend_from_slice(b"0\r\n");
+                    for (name, value) in &trailers {
+                        field(out, name.as_str().as_bytes(), value.as_bytes());
+                    }
+                    out.extend_from_slice(b"\r\n");
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// `n` in lower-case hex, without leading zeros.
+fn hex_len(n: usize, buf: &mut [u8; 16]) -> &[u8] {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut i = buf.len();
+    let mut n = n;
+    loop {
+        i -= 1;
+        buf[i] = HEX[n & 0xf];
+        n >>= 4;
+        if n == 0 {
+            return &buf[i..];
+        }
+    }
+}
+
+fn field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// A request on its way out and its response head on its way in.
+struct Exchange {
+    conn: Option<Conn>,
+    writer: Option<Writer>,
+    /// The request head, kept while the request may still be sent again.
+    parts: Option<http::request::Parts>,
+    head_request: bool,
+    idempotent: bool,
+    reused: bool,
+    /// Writing failed (the upstream may still have answered: read on).
+    write_error: Option<H1Error>,
+    /// Some response byte arrived.
+    answered: bool,
+    /// The request was written in full, body frames included.
+    body_sent: bool,
+}
+
+impl Exchange {
+    fn new(
+        mut conn: Conn,
+        parts: http::request::Parts,
+        body: UpstreamBody,
+        reused: bool,
+    ) -> Exchange {
+        let writer = Writer::start(&parts, body, &mut conn.out);
+        Exchange {
+            head_request: parts.method == Method::HEAD,
+            idempotent: matches!(
+                parts.method,
+                Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT
+            ) || parts.method == Method::DELETE,
+            conn: Some(conn),
+            writer: Some(writer),
+            parts: Some(parts),
+            reused,
+            write_error: None,
+            answered: false,
+            body_sent: false,
+        }
+    }
+
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Result<Response<ResponseBody>, Failed>> {
+        match self.poll_head(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Ok(r)) => Poll::Ready(Ok(r)),
+            Poll::Ready(Err(error)) => Poll::Ready(Err(self.failed(error))),
+        }
+    }
+
+    fn failed(&mut self, error: H1Error) -> Failed {
+        let writer = self.writer.take();
+        let untouched = writer.as_ref().map_or(!self.body_sent, |w| !w.taken);
+        let unsent = self.write_error.is_some();
+        let request = (self.reused
+            && !self.answered
+            && untouched
+            && (unsent || self.idempotent)
+            && matches!(error, H1Error::ClosedBeforeResponse | H1Error::Read(_)))
+        .then(|| {
+            let body = writer.and_then(|w| w.body).unwrap_or_else(|| {
+                UpstreamBody::replay(crate::cluster::replay::ReplayBody::empty())
+            });
+            self.parts.take().map(|p| Request::from_parts(p, body))
+        })
+        .flatten();
+        // Nothing came back after a failed write: the write error says more.
+        let error = match (self.write_error.take(), error) {
+            (Some(w), H1Error::ClosedBeforeResponse | H1Error::Read(_)) => w,
+            (_, e) => e,
+        };
+        Failed { error, request }
+    }
+
+    fn poll_head(&mut self, cx: &mut Context<'_>) -> Poll<Result<Response<ResponseBody>, H1Error>> {
+        let conn = self.conn.as_mut().expect("polled after completion");
+        if let Some(w) = &mut self.writer
+            && self.write_error.is_none()
+        {
+            match w.poll_write(&mut conn.io, &mut conn.out, cx) {
+                Poll::Ready(Ok(())) => {
+                    self.body_sent = w.taken;
+                    self.writer = None;
+                }
+                Poll::Ready(Err(e @ (H1Error::RequestBody(_) | H1Error::RequestLength(_)))) => {
+                    return Poll::Ready(Err(e));
+                }
+                Poll::Ready(Err(e)) => self.write_error = Some(e),
+                Poll::Pending => {}
+            }
+        }
+        loop {
+            if !conn.buf.is_empty() {
+                match parse_head(&mut conn.buf, self.head_request)? {
+                    Some(Head::Interim) => continue,
+                    Some(Head::Final(parts, framing, keep_alive)) => {
+                        let writer = self.writer.take().filter(|_| self.write_error.is_none());
+                        let keep_alive = keep_alive && self.write_error.is_none();
+                        self.parts = None;
+                        let body = ResponseBody {
+                            conn: self.conn.take(),
+                            writer,
+                            framing,
+                            keep_alive,
+                        };
+                        return Poll::Ready(Ok(Response::from_parts(parts, body)));
+                    }
+                    None if conn.buf.len() >= MAX_HEAD_BYTES => {
+                        return Poll::Ready(Err(H1Error::HeadTooLarge));
+                    }
+                    None => {}
+                }
+            }
+            match ready!(conn.poll_read(cx)) {
+                Ok(0) if conn.buf.is_empty() => {
+                    return Poll::Ready(Err(H1Error::ClosedBeforeResponse));
+                }
+                Ok(0) => return Poll::Ready(Err(H1Error::IncompleteHead)),
+                Ok(_) => self.answered = true,
+                Err(e) => return Poll::Ready(Err(H1Error::Read(e))),
+            }
+        }
+    }
+}
+
+/// A parsed response head.
+enum Head {
+    /// A 1xx answer, consumed.
+    Interim,
+    /// The final response head, its body framing, and whether the connection may be reused.
+    Final(http::response::Parts, RespFraming, bool),
+}
+
+/// Parses a response head at the start of `buf` (consumed when complete; `None`: incomplete).
+fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head>, H1Error> {
+    // Field positions (name start, name end, value start, value end) within the head.
+    let mut fields = [(0u32, 0u32, 0u32, 0u32); MAX_HEADERS];
+    let (len, code, minor, count) = {
+        let mut raw = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+        let mut res = httparse::Response::new(&mut []);
+        let len = match httparse::ParserConfig::default()
+            .parse_response_with_uninit_headers(&mut res, buf, &mut raw)?
+        {
+            httparse::Status::Complete(len) => len,
+            httparse::Status::Partial => return Ok(None),
+        };
+        if len > MAX_HEAD_BYTES {
+            return Err(H1Error::HeadTooLarge);
+        }
+        let base = buf.as_ptr() as usize;
+        for (slot, h) in fields.iter_mut().zip(res.headers.iter()) {
+            let ns = h.name.as_ptr() as usize - base;
+            let vs = h.value.as_ptr() as usize - base;
+            *slot = (
+                ns as u32,
+                (ns + h.name.len()) as u32,
+                vs as u32,
+                (vs + h.value.len()) as u32,
+            );
+        }
+        (
+            len,
+            res.code.unwrap_or(0),
+            res.version.unwrap_or(1),
+            res.headers.len(),
+        )
+    };
+    let head = buf.split_to(len).freeze();
+    let status = StatusCode::from_u16(code).map_err(|_| H1Error::Invalid("status code"))?;
+    if status.is_informational() {
+        if status == StatusCode::SWITCHING_PROTOCOLS {
+            return Err(H1Error::Invalid(
+                "101 Switching Protocols to a request that did not ask to upgrade",
+            ));
+        }
+        return Ok(Some(Head::Interim));
+    }
+    let mut headers = HeaderMap::with_capacity(count);
+    let mut length: Option<u64> = None;
+    let mut chunked = false;
+    let mut transfer_encoded = false;
+    let mut close = false;
+    let mut keep_alive_token = false;
+    for &(ns, ne, vs, ve) in &fields[..count] {
+        let name = HeaderName::from_bytes(&head[ns as usize..ne as usize])
+            .map_err(|_| H1Error::Invalid("field name"))?;
+        let value = HeaderValue::from_maybe_shared(head.slice(vs as usize..ve as usize))
+            .map_err(|_| H1Error::Invalid("field value"))?;
+        if name == header::CONTENT_LENGTH {
+            let n = parse_length(value.as_bytes()).ok_or(H1Error::Invalid("Content-Length"))?;
+            if length.is_some_and(|l| l != n) {
+                return Err(H1Error::Invalid("differing Content-Length values"));
+            }
+            length = Some(n);
+        } else if name == header::TRANSFER_ENCODING {
+            transfer_encoded = true;
+            // The final coding decides: `chunked` last means chunked framing.
+            chunked = value
+                .as_bytes()
+                .rsplit(|&b| b == b',')
+                .next()
+                .is_some_and(|c| c.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+        } else if name == header::CONNECTION {
+            for token in value.as_bytes().split(|&b| b == b',') {
+                let token = token.trim_ascii();
+                close |= token.eq_ignore_ascii_case(b"close");
+                keep_alive_token |= token.eq_ignore_ascii_case(b"keep-alive");
+            }
+        }
+        headers.append(name, value);
+    }
+    let version = if minor == 0 {
+        Version::HTTP_10
+    } else {
+        Version::HTTP_11
+    };
+    let mut keep_alive = !close && (minor == 1 || keep_alive_token);
+    let framing =
+        if head_request || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
+            RespFraming::Empty
+        } else if transfer_encoded {
+            if length.is_some() {
+                // Both: RFC 9112 §6.3 (3) says Transfer-Encoding wins and the connection must close.
+                headers.remove(header::CONTENT_LENGTH);
+                keep_alive = false;
+            }
+            if chunked {
+                RespFraming::Chunked(Chunked::Size)
+            } else {
+                keep_alive = false;
+                RespFraming::Close
+            }
+        } else if let Some(n) = length {
+            RespFraming::Length(n)
+        } else {
+            keep_alive = false;
+            RespFraming::Close
+        };
+    let mut parts = Response::new(()).into_parts().0;
+    parts.status = status;
+    parts.version = version;
+    parts.headers = headers;
+    Ok(Some(Head::Final(parts, framing, keep_alive)))
+}
+
+/// A `Content-Length` value: digits only, and not absurdly long.
+fn parse_length(v: &[u8]) -> Option<u64> {
+    if v.is_empty() || v.len() > 19 || !v.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    v.iter().try_fold(0u64, |n, &d| {
+        n.checked_mul(10)?.checked_add((d - b'0') as u64)
+    })
+}
+
+/// How the response body is framed.
+#[derive(Debug)]
+enum RespFraming {
+    /// No body (or it has been read).
+    Empty,
+    /// `Content-Length`: bytes still to read.
+    Length(u64),
+    /// `Transfer-Encoding: chunked`.
+    Chunked(Chunked),
+    /// Until the upstream closes the connection.
+    Close,
+}
+
+/// Where a chunked body decoder is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Chunked {
+    /// At a chunk-size line.
+    Size,
+    /// In a chunk: bytes still to read.
+    Data(u64),
+    /// After a chunk's data: its CRLF.
+    DataEnd,
+    /// After the last (zero) chunk: the trailer section.
+    Trailers,
+    /// The body has ended.
+    Done,
+}
+
+/// What the chunked decoder produced from the buffer.
+enum Decoded {
+    Data(Bytes),
+    Trailers(HeaderMap),
+    End,
+    NeedMore,
+}
+
+impl Chunked {
+    fn decode(&mut self, buf: &mut BytesMut) -> Result<Decoded, H1Error> {
+        loop {
+            match *self {
+                Chunked::Size => match httparse::parse_chunk_size(buf) {
+                    Ok(httparse::Status::Complete((used, size))) => {
+                        let _ = buf.split_to(used);
+                        *self = if size == 0 {
+                            Chunked::Trailers
+                        } else {
+                            Chunked::Data(size)
+                        };
+                    }
+                    Ok(httparse::Status::Partial) if buf.len() > MAX_CHUNK_LINE => {
+                        return Err(H1Error::Invalid("chunk-size line too long"));
+                    }
+                    Ok(httparse::Status::Partial) => return Ok(Decoded::NeedMore),
+                    Err(_) => return Err(H1Error::Invalid("chunk size")),
+                },
+                Chunked::Data(left) => {
+                    if buf.is_empty() {
+                        return Ok(Decoded::NeedMore);
+                    }
+                    let take = (left.min(buf.len() as u64)) as usize;
+                    *self = if take as u64 == left {
+                        Chunked::DataEnd
+                    } else {
+                        Chunked::Data(left - take as u64)
+                    };
+                    return Ok(Decoded::Data(buf.split_to(take).freeze()));
+                }
+                Chunked::Done => return Ok(Decoded::End),
+                Chunked::DataEnd => {
+                    if buf.len() < 2 {
+                        return Ok(Decoded::NeedMore);
+                    }
+                    if &buf[..2] != b"\r\n" {
+                        return Err(H1Error::Invalid("chunk data not followed by CRLF"));
+                    }
+                    let _ = buf.split_to(2);
+                    *self = Chunked::Size;
+                }
+                Chunked::Trailers => {
+                    if buf.len() < 2 {
+                        return Ok(Decoded::NeedMore);
+                    }
+                    if &buf[..2] == b"\r\n" {
+                        let _ = buf.split_to(2);
+                        *self = Chunked::Done;
+                        return Ok(Decoded::End);
+                    }
+                    let mut raw = [httparse::EMPTY_HEADER; MAX_HEADERS];
+                    let (used, trailers) = match httparse::parse_headers(buf, &mut raw)? {
+                        httparse::Status::Complete((used, fields)) => {
+                            let mut map = HeaderMap::with_capacity(fields.len());
+                            for f in fields {
+                                let name = HeaderName::from_bytes(f.name.as_bytes())
+                                    .map_err(|_| H1Error::Invalid("trailer field name"))?;
+                                let value = HeaderValue::from_bytes(f.value)
+                                    .map_err(|_| H1Error::Invalid("trailer field value"))?;
+                                map.append(name, value);
+                            }
+                            (used, map)
+                        }
+                        httparse::Status::Partial if buf.len() > MAX_HEAD_BYTES => {
+                            return Err(H1Error::HeadTooLarge);
+                        }
+                        httparse::Status::Partial => return Ok(Decoded::NeedMore),
+                    };
+                    let _ = buf.split_to(used);
+                    *self = Chunked::Done;
+                    return Ok(Decoded::Trailers(trailers));
+                }
+            }
+        }
+    }
+}
+
+/// The body of a response read from an upstream HTTP/1.1 connection. When it has been read to
+/// its end (and the request was written in full), [`ResponseBody::reusable`] hands the
+/// connection back.
+pub struct ResponseBody {
+    conn: Option<Conn>,
+    /// The rest of the request body, still being sent.
+    writer: Option<Writer>,
+    framing: RespFraming,
+    keep_alive: bool,
+}
+
+impl std::fmt::Debug for ResponseBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResponseBody")
+            .field("framing", &self.framing)
+            .field("keep_alive", &self.keep_alive)
+            .finish()
+    }
+}
+
+impl ResponseBody {
+    fn ended(&self) -> bool {
+        matches!(self.framing, RespFraming::Empty | RespFraming::Length(0))
+    }
+
+    /// The connection, when this body has been read to its end, the request was written in
+    /// full, and the upstream allows another exchange.
+    pub fn reusable(&mut self) -> Option<Conn> {
+        if self.ended() && self.keep_alive && self.writer.is_none() {
+            self.conn.take()
+        } else {
+            None
+        }
+    }
+
+    fn finish(&mut self) -> Poll<Option<Result<Frame<Bytes>, H1Error>>> {
+        self.framing = RespFraming::Empty;
+        if self.writer.take().is_some() {
+            // The response ended before the request did: this connection cannot go on.
+            self.keep_alive = false;
+        }
+        Poll::Ready(None)
+    }
+
+    fn fail(&mut self, e: H1Error) -> Poll<Option<Result<Frame<Bytes>, H1Error>>> {
+        self.framing = RespFraming::Empty;
+        self.keep_alive = false;
+        self.writer = None;
+        self.conn = None;
+        Poll::Ready(Some(Err(e)))
+    }
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = H1Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, H1Error>>> {
+        let this = self.get_mut();
+        let Some(conn) = this.conn.as_mut() else {
+            return Poll::Ready(None);
+        };
+        if let Some(w) = &mut this.writer {
+            match w.poll_write(&mut conn.io, &mut conn.out, cx) {
+                Poll::Ready(Ok(())) => this.writer = None,
+                Poll::Ready(Err(e)) => {
+                    tracing::debug!(error = %e, "request body not sent in full; the upstream answered");
+                    this.writer = None;
+                    this.keep_alive = false;
+                }
+                Poll::Pending => {}
+            }
+        }
+        loop {
+            match &mut this.framing {
+                RespFraming::Empty | RespFraming::Length(0) => return this.finish(),
+                RespFraming::Length(left) => {
+                    if !conn.buf.is_empty() {
+                        let take = (*left).min(conn.buf.len() as u64) as usize;
+                        *left -= take as u64;
+                        return Poll::Ready(Some(Ok(Frame::data(
+                            conn.buf.split_to(take).freeze(),
+                        ))));
+                    }
+                }
+                RespFraming::Chunked(state) => match state.decode(&mut conn.buf) {
+                    Ok(Decoded::Data(d)) => return Poll::Ready(Some(Ok(Frame::data(d)))),
+                    Ok(Decoded::Trailers(t)) => {
+                        this.framing = RespFraming::Length(0);
+                        return Poll::Ready(Some(Ok(Frame::trailers(t))));
+                    }
+                    Ok(Decoded::End) => return this.finish(),
+                    Ok(Decoded::NeedMore) => {}
+                    Err(e) => return this.fail(e),
+                },
+                RespFraming::Close => {
+                    if !conn.buf.is_empty() {
+                        return Poll::Ready(Some(Ok(Frame::data(conn.buf.split().freeze()))));
+                    }
+                }
+            }
+            match ready!(conn.poll_read(cx)) {
+                Ok(0) if matches!(this.framing, RespFraming::Close) => {
+                    this.keep_alive = false;
+                    return this.finish();
+                }
+                Ok(0) => return this.fail(H1Error::IncompleteBody),
+                Ok(_) => {}
+                Err(e) => return this.fail(H1Error::Read(e)),
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.ended()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.framing {
+            RespFraming::Empty => SizeHint::with_exact(0),
+            RespFraming::Length(n) => SizeHint::with_exact(n),
+            _ => SizeHint::default(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::replay::ReplayBody;
+    use http_body_util::{BodyExt, StreamBody};
+    use std::time::Duration;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+    /// Feeds `wire` to a chunked decoder `step` bytes at a time; returns the data, the trailers
+    /// and whether the end was seen.
+    fn decode_in_steps(wire: &[u8], step: usize) -> Result<(Vec<u8>, HeaderMap, bool), H1Error> {
+        let mut dec = Chunked::Size;
+        let mut buf = BytesMut::new();
+        let (mut data, mut trailers, mut ended) = (Vec::new(), HeaderMap::new(), false);
+        for piece in wire.chunks(step) {
+            buf.extend_from_slice(piece);
+            loop {
+                match dec.decode(&mut buf)? {
+                    Decoded::Data(d) => data.extend_from_slice(&d),
+                    Decoded::Trailers(t) => trailers = t,
+                    Decoded::End => {
+                        ended = true;
+                        break;
+                    }
+                    Decoded::NeedMore => break,
+                }
+            }
+        }
+        Ok((data, trailers, ended))
+    }
+
+    #[test]
+    fn chunked_bodies_decode_whatever_the_read_boundaries() {
+        let wire = b"5;name=value\r\nhello\r\n6\r\n world\r\nA \r\n0123456789\r\n0\r\nx-checksum: 42\r\nx-other: a b\r\n\r\n";
+        for step in [1, 2, 3, 7, wire.len()] {
+            let (data, trailers, ended) = decode_in_steps(wire, step).unwrap();
+            assert_eq!(data, b"hello world0123456789", "step {step}");
+            assert_eq!(trailers["x-checksum"], "42");
+            assert_eq!(trailers["x-other"], "a b");
+            assert!(ended, "step {step}: the end after the trailers");
+        }
+        let (data, trailers, ended) = decode_in_steps(b"3\r\nabc\r\n0\r\n\r\n", 1).unwrap();
+        assert_eq!(
+            (data.as_slice(), trailers.len(), ended),
+            (&b"abc"[..], 0, true)
+        );
+    }
+
+    #[test]
+    fn malformed_chunked_bodies_are_refused() {
+        for wire in [
+            &b"zz\r\nab\r\n"[..],
+            b"3\r\nabcX\r\n",
+            b"3\nabc\r\n",
+            b"11111111111111111\r\n",
+        ] {
+            assert!(
+                matches!(decode_in_steps(wire, 1), Err(H1Error::Invalid(_))),
+                "{:?}",
+                String::from_utf8_lossy(wire)
+            );
+        }
+        let long = [b"5;".as_slice(), &[b'x'; MAX_CHUNK_LINE]].concat();
+        assert!(matches!(
+            decode_in_steps(&long, 512),
+            Err(H1Error::Invalid(_))
+        ));
+    }
+
+    fn head(wire: &str, head_request: bool) -> Result<Option<Head>, H1Error> {
+        parse_head(&mut BytesMut::from(wire.as_bytes()), head_request)
+    }
+
+    fn final_head(wire: &str, head_request: bool) -> (http::response::Parts, RespFraming, bool) {
+        match head(wire, head_request) {
+            Ok(Some(Head::Final(p, f, k))) => (p, f, k),
+            Ok(Some(Head::Interim)) => panic!("interim: {wire:?}"),
+            Ok(None) => panic!("incomplete: {wire:?}"),
+            Err(e) => panic!("{e}: {wire:?}"),
+        }
+    }
+
+    #[test]
+    fn response_framing_follows_rfc_9112() {
+        let (p, f, k) = final_head(
+            "HTTP/1.1 200 OK\r\nContent-Length: 12\r\nX-A: 1\r\nx-a: 2\r\n\r\n",
+            false,
+        );
+        assert!(matches!(f, RespFraming::Length(12)) && k);
+        assert_eq!(p.headers.get_all("x-a").iter().count(), 2);
+        assert_eq!(p.version, Version::HTTP_11);
+        // HEAD, 204 and 304 have no body whatever their fields say.
+        for (wire, head_req) in [
+            ("HTTP/1.1 200 OK\r\ncontent-length: 12\r\n\r\n", true),
+            ("HTTP/1.1 204 No Content\r\n\r\n", false),
+            (
+                "HTTP/1.1 304 Not Modified\r\ncontent-length: 5\r\n\r\n",
+                false,
+            ),
+        ] {
+            let (_, f, k) = final_head(wire, head_req);
+            assert!(matches!(f, RespFraming::Empty) && k, "{wire:?}");
+        }
+        // Chunked last wins over Content-Length, which goes; the connection ends after.
+        let (p, f, k) = final_head(
+            "HTTP/1.1 200 OK\r\ncontent-length: 3\r\ntransfer-encoding: gzip, chunked\r\n\r\n",
+            false,
+        );
+        assert!(matches!(f, RespFraming::Chunked(Chunked::Size)) && !k);
+        assert!(!p.headers.contains_key("content-length"));
+        let (_, f, k) = final_head(
+            "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n",
+            false,
+        );
+        assert!(matches!(f, RespFraming::Chunked(_)) && k);
+        // Not chunked last, or no length at all: until close.
+        for wire in [
+            "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked, gzip\r\n\r\n",
+            "HTTP/1.1 200 OK\r\n\r\n",
+        ] {
+            let (_, f, k) = final_head(wire, false);
+            assert!(matches!(f, RespFraming::Close) && !k, "{wire:?}");
+        }
+        // Keep-alive: HTTP/1.1 unless `close`; HTTP/1.0 only with `keep-alive`.
+        let (_, _, k) = final_head(
+            "HTTP/1.1 200 OK\r\nconnection: Keep-Alive, CLOSE\r\ncontent-length: 0\r\n\r\n",
+            false,
+        );
+        assert!(!k);
+        let (p, _, k) = final_head("HTTP/1.0 200 OK\r\ncontent-length: 0\r\n\r\n", false);
+        assert!(!k && p.version == Version::HTTP_10);
+        let (_, _, k) = final_head(
+            "HTTP/1.0 200 OK\r\nconnection: keep-alive\r\ncontent-length: 0\r\n\r\n",
+            false,
+        );
+        assert!(k);
+        // Interim answers are consumed; 101 is refused.
+        let mut buf = BytesMut::from(
+            &b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n"[..],
+        );
+        assert!(matches!(
+            parse_head(&mut buf, false),
+            Ok(Some(Head::Interim))
+        ));
+        assert!(matches!(
+            parse_head(&mut buf, false),
+            Ok(Some(Head::Final(..)))
+        ));
+        assert!(buf.is_empty());
+        assert!(matches!(
+            head("HTTP/1.1 101 Switching Protocols\r\n\r\n", false),
+            Err(H1Error::Invalid(_))
+        ));
+        // Incomplete, malformed, differing lengths.
+        assert!(matches!(
+            head("HTTP/1.1 200 OK\r\ncontent-le", false),
+            Ok(None)
+        ));
+        assert!(head("HTTP/1.1 2000 OK\r\n\r\n", false).is_err());
+        assert!(matches!(
+            head("SSH-2.0-OpenSSH\r\n\r\n", false),
+            Err(H1Error::Parse(_))
+        ));
+        for bad in ["1x", "-1", "", "99999999999999999999"] {
+            let wire = format!("HTTP/1.1 200 OK\r\ncontent-length: {bad}\r\n\r\n");
+            assert!(
+                matches!(head(&wire, false), Err(H1Error::Invalid(_))),
+                "{bad:?}"
+            );
+        }
+        assert!(matches!(
+            head(
+                "HTTP/1.1 200 OK\r\ncontent-length: 1\r\ncontent-length: 2\r\n\r\n",
+                false
+            ),
+            Err(H1Error::Invalid(_))
+        ));
+        let (_, f, _) = final_head(
+            "HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncontent-length: 2\r\n\r\n",
+            false,
+        );
+        assert!(matches!(f, RespFraming::Length(2)));
+    }
+
+    fn stream_body(chunks: &[&'static [u8]]) -> UpstreamBody {
+        let frames: Vec<Result<Frame<Bytes>, BoxError>> = chunks
+            .iter()
+            .map(|c| Ok(Frame::data(Bytes::from_static(c))))
+            .collect();
+        UpstreamBody::new(StreamBody::new(futures::stream::iter(frames)))
+    }
+
+    fn encoded_head(req: Request<UpstreamBody>) -> String {
+        let (parts, body) = req.into_parts();
+        let mut out = Vec::new();
+        let _ = Writer::start(&parts, body, &mut out);
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn request_heads_carry_their_framing() {
+        let empty = || UpstreamBody::replay(ReplayBody::empty());
+        let get = Request::get("http://10.0.0.1:8080/a?b=1")
+            .header("host", "svc.local")
+            .header("x-two", "1")
+            .header("x-two", "2")
+            .body(empty())
+            .unwrap();
+        assert_eq!(
+            encoded_head(get),
+            "GET /a?b=1 HTTP/1.1\r\nhost: svc.local\r\nx-two: 1\r\nx-two: 2\r\n\r\n"
+        );
+        // An empty POST says so; a missing Host comes from the URI.
+        let post = Request::post("http://10.0.0.1:8080").body(empty()).unwrap();
+        assert_eq!(
+            encoded_head(post),
+            "POST / HTTP/1.1\r\nhost: 10.0.0.1:8080\r\ncontent-length: 0\r\n\r\n"
+        );
+        // A body of unknown length is chunked; the client's framing fields are not repeated.
+        let put = Request::put("http://10.0.0.1:8080/x")
+            .header("host", "h")
+            .header("transfer-encoding", "chunked")
+            .body(stream_body(&[b"ab"]))
+            .unwrap();
+        assert_eq!(
+            encoded_head(put),
+            "PUT /x HTTP/1.1\r\nhost: h\r\ntransfer-encoding: chunked\r\n\r\n"
+        );
+    }
+
+    /// A one-connection raw upstream: hands the accepted socket to `script`.
+    async fn upstream<F, Fut>(script: F) -> (std::net::SocketAddr, tokio::task::JoinHandle<()>)
+    where
+        F: FnOnce(TcpStream) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send,
+    {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let task = tokio::spawn(async move {
+            let (s, _) = l.accept().await.unwrap();
+            script(s).await;
+        });
+        (addr, task)
+    }
+
+    async fn read_until(s: &mut TcpStream, end: &[u8]) -> Vec<u8> {
+        let mut got = Vec::new();
+        let mut b = [0u8; 1024];
+        while !got.windows(end.len()).any(|w| w == end) {
+            let n = s.read(&mut b).await.unwrap();
+            assert!(
+                n > 0,
+                "eof before {:?}: {:?}",
+                String::from_utf8_lossy(end),
+                String::from_utf8_lossy(&got)
+            );
+            got.extend_from_slice(&b[..n]);
+        }
+        got
+    }
+
+    #[tokio::test]
+    async fn a_streamed_request_body_goes_out_chunked() {
+        let (addr, task) = upstream(|mut s| async move {
+            let got = read_until(&mut s, b"0\r\n\r\n").await;
+            assert_eq!(
+                String::from_utf8(got).unwrap(),
+                "POST /up HTTP/1.1\r\nhost: h\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n10\r\n0123456789abcdef\r\n0\r\n\r\n"
+            );
+            s.write_all(b"HTTP/1.1 201 Created\r\ncontent-length: 4\r\n\r\ndone").await.unwrap();
+        })
+        .await;
+        let conn = Conn::new(TcpStream::connect(addr).await.unwrap());
+        let req = Request::post(format!("http://{addr}/up"))
+            .header("host", "h")
+            .body(stream_body(&[b"abc", b"", b"0123456789abcdef"]))
+            .unwrap();
+        let resp = exchange(conn, req, false).await.unwrap();
+        assert_eq!(resp.status(), 201);
+        let mut body = resp.into_body();
+        let data = (&mut body).collect().await.unwrap().to_bytes();
+        assert_eq!(&data[..], b"done");
+        assert!(
+            body.reusable().is_some(),
+            "read to its end, request sent: reusable"
+        );
+        task.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn an_early_answer_is_delivered_and_ends_the_connection() {
+        // The upstream refuses the upload after its head, without reading the body.
+        let (addr, task) = upstream(|mut s| async move {
+            read_until(&mut s, b"\r\n\r\n").await;
+            s.write_all(b"HTTP/1.1 413 Content Too Large\r\ncontent-length: 8\r\n\r\ntoo big\n")
+                .await
+                .unwrap();
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        })
+        .await;
+        let conn = Conn::new(TcpStream::connect(addr).await.unwrap());
+        // A body that never ends: the answer must not wait for it.
+        let (_tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, BoxError>>(1);
+        let body = UpstreamBody::new(StreamBody::new(tokio_stream_of(rx)));
+        let req = Request::post(format!("http://{addr}/up"))
+            .header("host", "h")
+            .body(body)
+            .unwrap();
+        let resp = tokio::time::timeout(Duration::from_secs(5), exchange(conn, req, false))
+            .await
+            .expect("answered without the body")
+            .unwrap();
+        assert_eq!(resp.status(), 413);
+        let mut body = resp.into_body();
+        assert_eq!(
+            &(&mut body).collect().await.unwrap().to_bytes()[..],
+            b"too big\n"
+        );
+        assert!(
+            body.reusable().is_none(),
+            "the request was not sent in full"
+        );
+        task.await.unwrap();
+    }
+
+    fn tokio_stream_of(
+        mut rx: tokio::sync::mpsc::Receiver<Result<Frame<Bytes>, BoxError>>,
+    ) -> impl futures::Stream<Item = Result<Frame<Bytes>, BoxError>> {
+        futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
+    }
+
+    #[tokio::test]
+    async fn request_and_response_bodies_stream_both_ways_at_once() {
+        // An echo upstream: answers at once, then sends back each chunk as it arrives.
+        let (addr, task) = upstream(|mut s| async move {
+            read_until(&mut s, b"\r\n\r\n").await;
+            s.write_all(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
+                .await
+                .unwrap();
+            for expect in [&b"3\r\none\r\n"[..], b"3\r\ntwo\r\n"] {
+                let got = read_until(&mut s, b"\r\n").await;
+                let mut got = got;
+                while got.len() < expect.len() {
+                    got.extend(read_until(&mut s, b"\r\n").await);
+                }
+                assert_eq!(&got[..], expect);
+                s.write_all(&got).await.unwrap();
+            }
+            read_until(&mut s, b"0\r\n\r\n").await;
+            s.write_all(b"0\r\n\r\n").await.unwrap();
+        })
+        .await;
+        let conn = Conn::new(TcpStream::connect(addr).await.unwrap());
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, BoxError>>(1);
+        let body = UpstreamBody::new(StreamBody::new(tokio_stream_of(rx)));
+        let req = Request::post(format!("http://{addr}/echo"))
+            .header("host", "h")
+            .body(body)
+            .unwrap();
+        let resp = exchange(conn, req, false).await.unwrap();
+        let mut body = resp.into_body();
+        for word in ["one", "two"] {
+            tx.send(Ok(Frame::data(Bytes::from_static(word.as_bytes()))))
+                .await
+                .unwrap();
+            let frame = tokio::time::timeout(Duration::from_secs(5), body.frame())
+                .await
+                .expect("echoed while the request is still open")
+                .unwrap()
+                .unwrap();
+            assert_eq!(frame.into_data().unwrap(), word);
+        }
+        drop(tx);
+        assert!(body.frame().await.is_none());
+        assert!(body.reusable().is_some());
+        task.await.unwrap();
+    }
+}
