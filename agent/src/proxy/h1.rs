@@ -435,8 +435,13 @@ impl Exchange {
             head_request: parts.method == Method::HEAD,
             idempotent: matches!(
                 parts.method,
-                Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT
-            ) || parts.method == Method::DELETE,
+                Method::GET
+                    | Method::HEAD
+                    | Method::OPTIONS
+                    | Method::TRACE
+                    | Method::PUT
+                    | Method::DELETE
+            ),
             conn: Some(conn),
             writer: Some(writer),
             parts: Some(parts),
@@ -1088,6 +1093,46 @@ mod tests {
             false,
         );
         assert!(matches!(f, RespFraming::Length(2)));
+    }
+
+    #[test]
+    fn oversized_response_heads_are_refused() {
+        let many: String = (0..=MAX_HEADERS).map(|i| format!("x-{i}: v\r\n")).collect();
+        let wire = format!("HTTP/1.1 200 OK\r\n{many}content-length: 0\r\n\r\n");
+        assert!(matches!(
+            head(&wire, false),
+            Err(H1Error::Parse(httparse::Error::TooManyHeaders))
+        ));
+        let big = format!(
+            "HTTP/1.1 200 OK\r\nx-big: {}\r\ncontent-length: 0\r\n\r\n",
+            "a".repeat(MAX_HEAD_BYTES)
+        );
+        assert!(matches!(head(&big, false), Err(H1Error::HeadTooLarge)));
+    }
+
+    #[tokio::test]
+    async fn a_head_that_never_ends_is_cut_at_the_limit() {
+        let (addr, task) = upstream(|mut s| async move {
+            read_until(&mut s, b"\r\n\r\n").await;
+            s.write_all(b"HTTP/1.1 200 OK\r\n").await.unwrap();
+            let filler = format!("x-filler: {}\r\n", "f".repeat(4000));
+            // Until the client gives up and closes (the write then fails).
+            while s.write_all(filler.as_bytes()).await.is_ok() {}
+        })
+        .await;
+        let conn = Conn::new(TcpStream::connect(addr).await.unwrap());
+        let req = Request::get(format!("http://{addr}/"))
+            .header("host", "h")
+            .body(UpstreamBody::replay(ReplayBody::empty()))
+            .unwrap();
+        let err = exchange(conn, req, false).await.unwrap_err();
+        assert!(
+            matches!(err.error, H1Error::HeadTooLarge),
+            "{:?}",
+            err.error
+        );
+        assert!(err.request.is_none());
+        task.await.unwrap();
     }
 
     fn stream_body(chunks: &[&'static [u8]]) -> UpstreamBody {
