@@ -15,7 +15,6 @@ pub mod replay;
 pub mod retry;
 pub mod stats;
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -31,7 +30,7 @@ use balance::Tried;
 /// first use and kept across reloads (ejections and counters survive a new document).
 #[derive(Default)]
 pub struct Clusters {
-    by_node: RwLock<HashMap<Box<str>, Vec<Arc<Cluster>>>>,
+    by_node: RwLock<foldhash::HashMap<Box<str>, Vec<Arc<Cluster>>>>,
 }
 
 impl Clusters {

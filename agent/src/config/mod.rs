@@ -11,7 +11,6 @@ pub mod s3;
 pub mod settings;
 pub mod source;
 
-use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::SystemTime;
 
@@ -35,11 +34,11 @@ pub struct ActiveConfig {
     /// `logging.accessLog.file.path` of this node, if any.
     pub access_log_path: Option<Arc<str>>,
     /// Connection-pool limits of this node's listeners (ingress), by port.
-    pub ingress_limits: HashMap<u16, Arc<PoolLimit>>,
+    pub ingress_limits: foldhash::HashMap<u16, Arc<PoolLimit>>,
     /// Listener TLS and backend client TLS of this node (certificates loaded from files).
     pub tls: crate::tls::TlsState,
     /// Per (route, target) metric handles, filled lazily, so the hot path never builds labels.
-    stats: RwLock<HashMap<(usize, usize), Arc<RouteStats>>>,
+    stats: RwLock<foldhash::HashMap<(usize, usize), Arc<RouteStats>>>,
 }
 
 /// Why a document was not installed.
@@ -91,7 +90,7 @@ impl ActiveConfig {
             source,
             loaded_at: SystemTime::now(),
             access_log_path,
-            stats: RwLock::new(HashMap::new()),
+            stats: RwLock::new(foldhash::HashMap::default()),
         })
     }
 

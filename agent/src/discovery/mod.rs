@@ -13,7 +13,6 @@
 
 pub mod cloudmap;
 
-use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -127,7 +126,7 @@ struct Inner {
     servers: NameServers,
     hosts_file: Option<PathBuf>,
     dns: OnceLock<TokioResolver>,
-    cache: RwLock<HashMap<Box<str>, Arc<Slot>>>,
+    cache: RwLock<foldhash::HashMap<Box<str>, Arc<Slot>>>,
     refresh_failures: AtomicU64,
 }
 
@@ -161,7 +160,7 @@ impl Resolver {
                 servers,
                 hosts_file,
                 dns: OnceLock::new(),
-                cache: RwLock::new(HashMap::new()),
+                cache: RwLock::new(foldhash::HashMap::default()),
                 refresh_failures: AtomicU64::new(0),
             }),
             cloud_map: CloudMap::new(CloudMapSettings::default()),

@@ -5,7 +5,6 @@
 //! absolute upstream URI set for the pooled client.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -85,7 +84,8 @@ thread_local! {
     static CLIENT_IP: RefCell<Option<(IpAddr, HeaderValue)>> = const { RefCell::new(None) };
     /// Upstream address -> URI authority, so the upstream URI is not formatted and re-parsed on
     /// every request. Bounded: cleared when it outgrows [`AUTHORITY_CACHE_MAX`].
-    static AUTHORITIES: RefCell<HashMap<SocketAddr, Authority>> = RefCell::new(HashMap::new());
+    static AUTHORITIES: RefCell<foldhash::HashMap<SocketAddr, Authority>> =
+        RefCell::new(foldhash::HashMap::default());
 }
 
 /// Entries kept in the per-thread authority cache before it is cleared.
@@ -143,20 +143,21 @@ pub fn ensure_request_id(headers: &mut HeaderMap) -> HeaderValue {
     v
 }
 
-/// A random UUID v4 as a header value (hex-encoded by table, no formatting machinery).
+/// A random UUID v4 as a header value (hex-encoded by table, byte by byte, no formatting
+/// machinery).
 pub fn new_request_id() -> HeaderValue {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let r: u128 = rand::random();
     let r = (r & !(0xf << 76) | (0x4 << 76)) & !(0x3 << 62) | (0x2 << 62);
-    let mut out = [0u8; 36];
-    let mut nibble = 0;
-    for (i, slot) in out.iter_mut().enumerate() {
-        if matches!(i, 8 | 13 | 18 | 23) {
-            *slot = b'-';
-            continue;
+    let mut out = [b'-'; 36];
+    let mut at = 0;
+    for (i, b) in r.to_be_bytes().into_iter().enumerate() {
+        if matches!(i, 4 | 6 | 8 | 10) {
+            at += 1;
         }
-        *slot = HEX[((r >> (124 - 4 * nibble)) & 0xf) as usize];
-        nibble += 1;
+        out[at] = HEX[usize::from(b >> 4)];
+        out[at + 1] = HEX[usize::from(b & 0xf)];
+        at += 2;
     }
     HeaderValue::from_bytes(&out).unwrap_or_else(|_| HeaderValue::from_static("0"))
 }

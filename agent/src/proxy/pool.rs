@@ -3,7 +3,6 @@
 //! ([`Http1Pool`]: connections speaking [`super::h1`], checked out per exchange and returned
 //! when the response body ends), HTTP/2 multiplexed through hyper-util's pooled client.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -213,7 +212,7 @@ pub struct Http1Pool {
 }
 
 struct Http1Inner {
-    idle: Mutex<HashMap<SocketAddr, Vec<IdleConn>>>,
+    idle: Mutex<foldhash::HashMap<SocketAddr, Vec<IdleConn>>>,
     idle_timeout: Duration,
     sweeping: AtomicBool,
     opened: AtomicU64,
@@ -241,7 +240,7 @@ impl Http1Pool {
     pub fn new(idle_timeout: Duration) -> Http1Pool {
         Http1Pool {
             inner: Arc::new(Http1Inner {
-                idle: Mutex::new(HashMap::new()),
+                idle: Mutex::new(foldhash::HashMap::default()),
                 idle_timeout,
                 sweeping: AtomicBool::new(false),
                 opened: AtomicU64::new(0),
@@ -366,7 +365,7 @@ impl Http1Pool {
 }
 
 impl Http1Inner {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<SocketAddr, Vec<IdleConn>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, foldhash::HashMap<SocketAddr, Vec<IdleConn>>> {
         self.idle.lock().unwrap_or_else(|p| p.into_inner())
     }
 

@@ -12,7 +12,6 @@
 pub mod client;
 pub mod server;
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
@@ -241,8 +240,8 @@ impl<T> Watched<T> {
 /// virtual service (lowercase).
 #[derive(Default)]
 pub struct TlsState {
-    listeners: HashMap<u16, Arc<server::ListenerTlsConfig>>,
-    clients: HashMap<Box<str>, Arc<client::ClientPolicy>>,
+    listeners: foldhash::HashMap<u16, Arc<server::ListenerTlsConfig>>,
+    clients: foldhash::HashMap<Box<str>, Arc<client::ClientPolicy>>,
 }
 
 impl TlsState {
