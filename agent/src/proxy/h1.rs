@@ -178,7 +178,7 @@ impl std::fmt::Debug for Failed {
 /// carried an exchange before (a failure before any response byte may then be a stale
 /// connection: see [`Failed::request`]).
 pub async fn exchange(
-    conn: Conn,
+    conn: Box<Conn>,
     req: Request<UpstreamBody>,
     reused: bool,
 ) -> Result<Response<ResponseBody>, Failed> {
@@ -408,7 +408,7 @@ fn field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
 
 /// A request on its way out and its response head on its way in.
 struct Exchange {
-    conn: Option<Conn>,
+    conn: Option<Box<Conn>>,
     writer: Option<Writer>,
     /// The request head, kept while the request may still be sent again.
     parts: Option<http::request::Parts>,
@@ -425,7 +425,7 @@ struct Exchange {
 
 impl Exchange {
     fn new(
-        mut conn: Conn,
+        mut conn: Box<Conn>,
         parts: http::request::Parts,
         body: UpstreamBody,
         reused: bool,
@@ -506,7 +506,11 @@ impl Exchange {
                 match parse_head(&mut conn.buf, self.head_request)? {
                     Some(Head::Interim) => continue,
                     Some(Head::Final(parts, framing, keep_alive)) => {
-                        let writer = self.writer.take().filter(|_| self.write_error.is_none());
+                        let writer = self
+                            .writer
+                            .take()
+                            .filter(|_| self.write_error.is_none())
+                            .map(Box::new);
                         let keep_alive = keep_alive && self.write_error.is_none();
                         self.parts = None;
                         let body = ResponseBody {
@@ -783,9 +787,10 @@ impl Chunked {
 /// its end (and the request was written in full), [`ResponseBody::reusable`] hands the
 /// connection back.
 pub struct ResponseBody {
-    conn: Option<Conn>,
-    /// The rest of the request body, still being sent.
-    writer: Option<Writer>,
+    conn: Option<Box<Conn>>,
+    /// The rest of the request body, still being sent (boxed: rare, and the body is moved
+    /// several times on its way to the client).
+    writer: Option<Box<Writer>>,
     framing: RespFraming,
     keep_alive: bool,
 }
@@ -806,7 +811,7 @@ impl ResponseBody {
 
     /// The connection, when this body has been read to its end, the request was written in
     /// full, and the upstream allows another exchange.
-    pub fn reusable(&mut self) -> Option<Conn> {
+    pub fn reusable(&mut self) -> Option<Box<Conn>> {
         if self.ended() && self.keep_alive && self.writer.is_none() {
             self.conn.take()
         } else {
@@ -1120,7 +1125,7 @@ mod tests {
             while s.write_all(filler.as_bytes()).await.is_ok() {}
         })
         .await;
-        let conn = Conn::new(TcpStream::connect(addr).await.unwrap());
+        let conn = Box::new(Conn::new(TcpStream::connect(addr).await.unwrap()));
         let req = Request::get(format!("http://{addr}/"))
             .header("host", "h")
             .body(UpstreamBody::replay(ReplayBody::empty()))
@@ -1319,7 +1324,7 @@ mod tests {
             s.write_all(b"HTTP/1.1 201 Created\r\ncontent-length: 4\r\n\r\ndone").await.unwrap();
         })
         .await;
-        let conn = Conn::new(TcpStream::connect(addr).await.unwrap());
+        let conn = Box::new(Conn::new(TcpStream::connect(addr).await.unwrap()));
         let req = Request::post(format!("http://{addr}/up"))
             .header("host", "h")
             .body(stream_body(&[b"abc", b"", b"0123456789abcdef"]))
@@ -1347,7 +1352,7 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(100)).await;
         })
         .await;
-        let conn = Conn::new(TcpStream::connect(addr).await.unwrap());
+        let conn = Box::new(Conn::new(TcpStream::connect(addr).await.unwrap()));
         // A body that never ends: the answer must not wait for it.
         let (_tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, BoxError>>(1);
         let body = UpstreamBody::new(StreamBody::new(tokio_stream_of(rx)));
@@ -1399,7 +1404,7 @@ mod tests {
             s.write_all(b"0\r\n\r\n").await.unwrap();
         })
         .await;
-        let conn = Conn::new(TcpStream::connect(addr).await.unwrap());
+        let conn = Box::new(Conn::new(TcpStream::connect(addr).await.unwrap()));
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, BoxError>>(1);
         let body = UpstreamBody::new(StreamBody::new(tokio_stream_of(rx)));
         let req = Request::post(format!("http://{addr}/echo"))

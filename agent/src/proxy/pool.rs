@@ -220,7 +220,7 @@ struct Http1Inner {
 }
 
 struct IdleConn {
-    conn: h1::Conn,
+    conn: Box<h1::Conn>,
     since: Instant,
 }
 
@@ -322,7 +322,7 @@ impl Http1Pool {
         }
     }
 
-    async fn connect(&self, addr: SocketAddr) -> Result<h1::Conn, UpstreamError> {
+    async fn connect(&self, addr: SocketAddr) -> Result<Box<h1::Conn>, UpstreamError> {
         let connect_error =
             |source: Box<dyn std::error::Error + Send + Sync>| UpstreamError::Connect {
                 addr: addr.to_string(),
@@ -341,7 +341,9 @@ impl Http1Pool {
         let _ = stream.set_nodelay(true);
         self.inner.opened.fetch_add(1, Ordering::Relaxed);
         self.start_sweeping();
-        Ok(h1::Conn::new(stream))
+        // Boxed once per connection: the response body carrying it is moved several times per
+        // request on its way to the client.
+        Ok(Box::new(h1::Conn::new(stream)))
     }
 
     /// Starts the idle sweep (once, from the first connection: it needs a runtime).
@@ -370,7 +372,7 @@ impl Http1Inner {
     }
 
     /// The most recently returned connection to `addr` that the upstream has not closed.
-    fn checkout(&self, addr: SocketAddr) -> Option<h1::Conn> {
+    fn checkout(&self, addr: SocketAddr) -> Option<Box<h1::Conn>> {
         loop {
             let mut c = self.lock().get_mut(&addr)?.pop()?;
             // Checked outside the lock: it may take a system call.
@@ -380,7 +382,7 @@ impl Http1Inner {
         }
     }
 
-    fn checkin(&self, addr: SocketAddr, mut conn: h1::Conn) {
+    fn checkin(&self, addr: SocketAddr, mut conn: Box<h1::Conn>) {
         if !conn.is_reusable() {
             return;
         }
