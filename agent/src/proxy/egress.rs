@@ -550,9 +550,12 @@ mod tests {
             &builder,
         ));
         let handle_size = handle_size.load(Ordering::SeqCst);
+        // Moved several times per request on its way back to the client.
+        let body_size = std::mem::size_of::<crate::proxy::pool::UpstreamResponseBody>();
         eprintln!(
-            "egress request future {handle_size} B, egress connection {egress_size} B, ingress connection {ingress_size} B"
+            "egress request future {handle_size} B, egress connection {egress_size} B, ingress connection {ingress_size} B, upstream response body {body_size} B"
         );
+        assert!(body_size <= 96, "upstream response body: {body_size} bytes");
         assert!(handle_size > 0);
         assert!(
             handle_size <= 7 * 1024,
