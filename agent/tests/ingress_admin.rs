@@ -25,6 +25,8 @@ async fn ingress_http_goes_to_the_app_port() {
     assert_eq!(r.header("x-backend"), "app");
     assert_eq!(r.header("x-path"), "/hello");
     assert_eq!(r.header("x-h-x-forwarded-for"), "127.0.0.1");
+    // A caller outside the mesh sent no request id: the app gets a generated one.
+    assert_eq!(r.header("x-h-x-request-id").len(), 36);
     let prom = admin_get(agent.admin_addr, "/stats/prometheus").await.1;
     assert!(
         prom.contains("taskmesh_responses_total{direction=\"ingress\",virtual_service=\"\",route=\"\",target_node=\"front\",class=\"2xx\"} 1"),

@@ -16,8 +16,25 @@ static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
+/// Whether `name` is one of the hop-by-hop fields [`strip_hop_by_hop`] looks at.
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    name == header::CONNECTION
+        || name == header::TE
+        || name == header::TRANSFER_ENCODING
+        || name == header::UPGRADE
+        || name == header::PROXY_AUTHENTICATE
+        || name == header::PROXY_AUTHORIZATION
+        || name == KEEP_ALIVE
+        || name == PROXY_CONNECTION
+}
+
 /// Removes hop-by-hop fields from `headers`.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // One pass over the field names (most messages carry none of these) instead of a hashed
+    // lookup per hop-by-hop name: this runs on every request and every response.
+    if !headers.keys().any(is_hop_by_hop) {
+        return;
+    }
     // Fields named by Connection (collected first: we cannot mutate while iterating).
     if headers.contains_key(header::CONNECTION) {
         let mut named: Vec<HeaderName> = Vec::new();
@@ -162,17 +179,16 @@ pub fn new_request_id() -> HeaderValue {
     HeaderValue::from_bytes(&out).unwrap_or_else(|_| HeaderValue::from_static("0"))
 }
 
-/// Rewrites `req` for the upstream at `upstream`: absolute URI, hop-by-hop removed, XFF, request
-/// id. Returns the request id.
+/// Rewrites `req` for the upstream at `upstream`: absolute URI, hop-by-hop removed, XFF. The
+/// caller has made sure of the request id ([`ensure_request_id`]) before, as it logs it.
 pub fn prepare_request<B>(
     req: &mut Request<B>,
     client: IpAddr,
     upstream: SocketAddr,
-) -> Result<HeaderValue, http::Error> {
+) -> Result<(), http::Error> {
     let headers = req.headers_mut();
     strip_hop_by_hop(headers);
     append_forwarded_for(headers, client);
-    let id = ensure_request_id(headers);
     // Keep the original Host; HTTP/1.0 clients may omit it.
     if !req.headers().contains_key(header::HOST)
         && let Some(a) = req.uri().authority()
@@ -192,7 +208,7 @@ pub fn prepare_request<B>(
         .path_and_query(pq)
         .build()?;
     *req.version_mut() = http::Version::HTTP_11;
-    Ok(id)
+    Ok(())
 }
 
 /// Cleans a response for the client.

@@ -184,6 +184,7 @@ async fn handle(conn: &Conn, mut req: Request<Incoming>) -> Response<Counted<Pro
         },
         &mut req,
     );
+    http_forward::ensure_request_id(req.headers_mut());
     let (resp, flags) = match http_forward::prepare_request(&mut req, conn.peer.ip(), conn.app) {
         Err(_) => (
             local_response(StatusCode::BAD_REQUEST, "malformed request\n"),
