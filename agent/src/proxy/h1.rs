@@ -149,8 +149,28 @@ impl Conn {
         ))?;
         if n == spare && self.read_size < MAX_READ {
             self.read_size *= 2;
+        } else if n < self.read_size / 4 && self.read_size > FIRST_READ {
+            self.read_size /= 2;
         }
         Poll::Ready(Ok(n))
+    }
+
+    /// Readies a connection for the pool: buffers grown by a large response or request head are
+    /// given back, so an idle connection holds a few KiB at most.
+    pub fn idle(&mut self) {
+        if self.buf.capacity() > 2 * FIRST_READ {
+            self.buf = BytesMut::new();
+        }
+        if self.out.capacity() > 2 * FIRST_READ {
+            self.out = Vec::new();
+        }
+        self.read_size = FIRST_READ;
+    }
+
+    /// Bytes held by this connection's buffers.
+    #[cfg(test)]
+    fn buffered_capacity(&self) -> usize {
+        self.buf.capacity() + self.out.capacity()
     }
 }
 
@@ -1338,6 +1358,47 @@ mod tests {
             body.reusable().is_some(),
             "read to its end, request sent: reusable"
         );
+        task.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_large_response_grows_the_reads_and_the_idle_connection_gives_the_memory_back() {
+        const LEN: usize = 1 << 20;
+        let (addr, task) = upstream(|mut s| async move {
+            read_until(&mut s, b"\r\n\r\n").await;
+            let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {LEN}\r\n\r\n");
+            s.write_all(head.as_bytes()).await.unwrap();
+            s.write_all(&vec![b'z'; LEN]).await.unwrap();
+            // Keep the connection open until the client is done.
+            let _ = s.read(&mut [0u8; 1]).await;
+        })
+        .await;
+        let conn = Box::new(Conn::new(TcpStream::connect(addr).await.unwrap()));
+        let req = Request::get(format!("http://{addr}/big"))
+            .header("host", "h")
+            .body(UpstreamBody::replay(ReplayBody::empty()))
+            .unwrap();
+        let mut body = exchange(conn, req, false).await.unwrap().into_body();
+        let (mut total, mut largest) = (0, 0);
+        while let Some(frame) = body.frame().await {
+            let data = frame.unwrap().into_data().unwrap();
+            total += data.len();
+            largest = largest.max(data.len());
+        }
+        assert_eq!(total, LEN);
+        assert!(
+            largest > FIRST_READ,
+            "reads grew past {FIRST_READ}: largest chunk {largest}"
+        );
+        let mut conn = body.reusable().expect("read to the end: reusable");
+        conn.idle();
+        assert!(
+            conn.buffered_capacity() <= 4 * FIRST_READ,
+            "idle connection holds {} bytes",
+            conn.buffered_capacity()
+        );
+        assert_eq!(conn.read_size, FIRST_READ);
+        drop(conn);
         task.await.unwrap();
     }
 

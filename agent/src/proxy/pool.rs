@@ -386,6 +386,7 @@ impl Http1Inner {
         if !conn.is_reusable() {
             return;
         }
+        conn.idle();
         let now = Instant::now();
         let mut map = self.lock();
         let list = map.entry(addr).or_default();
