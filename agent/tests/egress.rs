@@ -1,6 +1,7 @@
 //! Egress in explicit mode (direct connections to the egress listener, routed by Host): every
 //! match kind end to end, priority, provider nodes, weighted split, DROP_ALL and ALLOW_ALL,
-//! forwarding headers, and upstream connection reuse.
+//! forwarding headers, upstream connection reuse, and upstream HTTP/1.1 framing (chunked
+//! decoded, an ambiguous length refused).
 
 mod support;
 
@@ -354,4 +355,72 @@ fn count_established_to(port: u16) -> usize {
         }
     }
     n
+}
+
+/// An upstream speaking raw HTTP/1.1: a chunked answer with trailers to `/chunked`, an answer
+/// with two different `Content-Length` values (a response-splitting shape) to anything else.
+async fn raw_upstream() -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (mut s, _) = l.accept().await.unwrap();
+            tokio::spawn(async move {
+                loop {
+                    let mut head = Vec::new();
+                    let mut b = [0u8; 1024];
+                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match s.read(&mut b).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => head.extend_from_slice(&b[..n]),
+                        }
+                    }
+                    let answer: &[u8] = if head.starts_with(b"GET /chunked ") {
+                        b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n2\r\nhe\r\n3\r\nllo\r\n0\r\nx-sum: 5\r\n\r\n"
+                    } else {
+                        b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\ncontent-length: 50\r\n\r\nhello"
+                    };
+                    if s.write_all(answer).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_framing_is_decoded_and_an_ambiguous_answer_is_502() {
+    let app = http_backend("app").await;
+    let upstream = raw_upstream().await;
+    let doc = DocBuilder::new("ALLOW_ALL")
+        .node("front", app.addr.port(), "http", &[])
+        .json();
+    let world = World::new(&doc);
+    let agent = world.start("front").await;
+    let c = HttpClient::new();
+    let host = format!("127.0.0.1:{}", upstream.port());
+    // Chunked from the upstream, decoded and sent on to the client whole, twice on one
+    // upstream connection.
+    for _ in 0..2 {
+        let r = c.get(agent.egress_addr, &host, "/chunked").await;
+        assert_eq!(r.status, StatusCode::OK);
+        assert_eq!(r.body, "hello");
+    }
+    let prom = support::admin_get(agent.admin_addr, "/stats/prometheus")
+        .await
+        .1;
+    for line in [
+        "taskmesh_upstream_http1_connections_opened_total 1\n",
+        "taskmesh_upstream_http1_requests_reused_total 1\n",
+    ] {
+        assert!(prom.contains(line), "missing {line:?} in:\n{prom}");
+    }
+    // Two lengths: the agent does not guess, the client gets 502.
+    let r = c.get(agent.egress_addr, &host, "/split").await;
+    assert_eq!(r.status, StatusCode::BAD_GATEWAY);
+    assert_eq!(r.body, "upstream request failed\n");
+    agent.shutdown().await;
 }

@@ -613,6 +613,7 @@ fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head>, H1
     }
     let mut headers = HeaderMap::with_capacity(count);
     let mut length: Option<u64> = None;
+    let mut length_fields = 0u32;
     let mut chunked = false;
     let mut transfer_encoded = false;
     let mut close = false;
@@ -628,6 +629,7 @@ fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head>, H1
                 return Err(H1Error::Invalid("differing Content-Length values"));
             }
             length = Some(n);
+            length_fields += 1;
         } else if name == header::TRANSFER_ENCODING {
             transfer_encoded = true;
             // The final coding decides: `chunked` last means chunked framing.
@@ -644,6 +646,13 @@ fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head>, H1
             }
         }
         headers.append(name, value);
+    }
+    if length_fields > 1
+        && let Some(v) = headers.get(header::CONTENT_LENGTH).cloned()
+    {
+        // Repeated equal values (differing ones were refused above): one is forwarded, so the
+        // client's framing is not ambiguous either.
+        headers.insert(header::CONTENT_LENGTH, v);
     }
     let version = if minor == 0 {
         Version::HTTP_10
@@ -1113,11 +1122,12 @@ mod tests {
             ),
             Err(H1Error::Invalid(_))
         ));
-        let (_, f, _) = final_head(
+        let (p, f, _) = final_head(
             "HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncontent-length: 2\r\n\r\n",
             false,
         );
         assert!(matches!(f, RespFraming::Length(2)));
+        assert_eq!(p.headers.get_all("content-length").iter().count(), 1);
     }
 
     #[test]
