@@ -19,7 +19,7 @@ use hyper_util::rt::TokioIo;
 use taskmesh_agent::cluster::replay::ReplayBody;
 use taskmesh_agent::proxy::pool::{Http1Pool, UpstreamBody};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 
 /// Connections a backend accepted, and how many of them have ended.
 #[derive(Default)]
@@ -181,16 +181,16 @@ async fn idle_connections_close_after_the_idle_timeout() {
     assert_eq!(conns.accepted(), 2);
 }
 
-/// A raw upstream answering one request per connection with `answer`, then closing it after
-/// `linger`. Sends each request line and Host it got on the returned channel.
-async fn raw_backend(
-    answer: &'static [u8],
-    linger: Duration,
-) -> (
-    SocketAddr,
-    Arc<Conns>,
-    tokio::sync::mpsc::UnboundedReceiver<String>,
-) {
+type Seen = tokio::sync::mpsc::UnboundedReceiver<String>;
+
+/// A raw upstream: counts the connections it accepts and runs `serve` on each (in a task of
+/// its own), with a channel to report what it saw; a connection counts as closed when `serve`
+/// has returned (and dropped it).
+async fn raw_upstream<F, Fut>(serve: F) -> (SocketAddr, Arc<Conns>, Seen)
+where
+    F: Fn(TcpStream, tokio::sync::mpsc::UnboundedSender<String>) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let conns = Arc::new(Conns::default());
@@ -198,30 +198,47 @@ async fn raw_backend(
     let c = conns.clone();
     tokio::spawn(async move {
         loop {
-            let (mut s, _) = listener.accept().await.unwrap();
+            let (s, _) = listener.accept().await.unwrap();
             c.accepted.fetch_add(1, Ordering::SeqCst);
-            let mut buf = Vec::new();
-            let mut chunk = [0u8; 1024];
-            while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-                let n = s.read(&mut chunk).await.unwrap();
-                assert!(n > 0, "request cut short");
-                buf.extend_from_slice(&chunk[..n]);
-            }
-            let head = String::from_utf8_lossy(&buf).to_string();
-            let line = head.lines().next().unwrap_or("").to_string();
-            let host = head
-                .lines()
-                .find_map(|l| l.strip_prefix("host: "))
-                .unwrap_or("")
-                .to_string();
-            let _ = seen_tx.send(format!("{line} | {host}"));
-            s.write_all(answer).await.unwrap();
-            tokio::time::sleep(linger).await;
-            drop(s);
-            c.closed.fetch_add(1, Ordering::SeqCst);
+            let served = serve(s, seen_tx.clone());
+            let c = c.clone();
+            tokio::spawn(async move {
+                served.await;
+                c.closed.fetch_add(1, Ordering::SeqCst);
+            });
         }
     });
     (addr, conns, seen)
+}
+
+/// Reads one request head; `None` when the connection ends first.
+async fn read_head(s: &mut TcpStream) -> Option<String> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 1024];
+    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+        match s.read(&mut chunk).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+    Some(String::from_utf8_lossy(&buf).into_owned())
+}
+
+/// A raw upstream answering one request per connection with `answer`, then closing it after
+/// `linger`. Sends each request line and Host it got on the returned channel.
+async fn raw_backend(answer: &'static [u8], linger: Duration) -> (SocketAddr, Arc<Conns>, Seen) {
+    raw_upstream(move |mut s, seen| async move {
+        let head = read_head(&mut s).await.expect("request cut short");
+        let line = head.lines().next().unwrap_or("");
+        let host = head
+            .lines()
+            .find_map(|l| l.strip_prefix("host: "))
+            .unwrap_or("");
+        let _ = seen.send(format!("{line} | {host}"));
+        s.write_all(answer).await.unwrap();
+        tokio::time::sleep(linger).await;
+    })
+    .await
 }
 
 #[tokio::test]
@@ -284,51 +301,21 @@ async fn a_refused_connection_is_a_connect_error() {
 /// A raw upstream that answers the first request on each connection and closes the connection
 /// when the second one arrives, without answering: a keep-alive close racing a request. Sends
 /// each request line it read on the returned channel.
-async fn closes_on_second_request() -> (
-    SocketAddr,
-    Arc<Conns>,
-    tokio::sync::mpsc::UnboundedReceiver<String>,
-) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let conns = Arc::new(Conns::default());
-    let (seen_tx, seen) = tokio::sync::mpsc::unbounded_channel();
-    let c = conns.clone();
-    tokio::spawn(async move {
-        loop {
-            let (mut s, _) = listener.accept().await.unwrap();
-            c.accepted.fetch_add(1, Ordering::SeqCst);
-            let seen_tx = seen_tx.clone();
-            let c = c.clone();
-            tokio::spawn(async move {
-                for answer in [true, false] {
-                    let mut buf = Vec::new();
-                    let mut chunk = [0u8; 1024];
-                    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-                        let n = s.read(&mut chunk).await.unwrap();
-                        if n == 0 {
-                            return;
-                        }
-                        buf.extend_from_slice(&chunk[..n]);
-                    }
-                    let line = String::from_utf8_lossy(&buf)
-                        .lines()
-                        .next()
-                        .unwrap_or("")
-                        .to_string();
-                    let _ = seen_tx.send(line);
-                    if answer {
-                        s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
-                            .await
-                            .unwrap();
-                    }
-                }
-                drop(s);
-                c.closed.fetch_add(1, Ordering::SeqCst);
-            });
+async fn closes_on_second_request() -> (SocketAddr, Arc<Conns>, Seen) {
+    raw_upstream(|mut s, seen| async move {
+        for answer in [true, false] {
+            let Some(head) = read_head(&mut s).await else {
+                return;
+            };
+            let _ = seen.send(head.lines().next().unwrap_or("").to_string());
+            if answer {
+                s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                    .await
+                    .unwrap();
+            }
         }
-    });
-    (addr, conns, seen)
+    })
+    .await
 }
 
 fn with_method(
