@@ -298,24 +298,27 @@ impl Writer {
         cx: &mut Context<'_>,
     ) -> Poll<Result<(), H1Error>> {
         loop {
-            if !self.has_pending(out) {
+            if self.out_pos == out.len() {
                 out.clear();
                 self.out_pos = 0;
-                let Some(body) = self.body.as_mut() else {
-                    return Poll::Ready(Ok(()));
-                };
-                let frame = ready!(Pin::new(body).poll_frame(cx));
-                self.frame(frame, out)?;
-                continue;
             }
-            // Take a frame that is ready now, so that it goes out with what is pending (the
-            // head and the first data in one write).
+            // Take the next frame when the last one's data is out: one that is ready now goes
+            // out with what is pending (the head and the first data in one write).
             if self.data.is_empty()
                 && self.tail.is_empty()
                 && let Some(body) = self.body.as_mut()
-                && let Poll::Ready(frame) = Pin::new(body).poll_frame(cx)
             {
-                self.frame(frame, out)?;
+                match Pin::new(body).poll_frame(cx) {
+                    Poll::Ready(frame) => self.frame(frame, out)?,
+                    Poll::Pending if !self.has_pending(out) => return Poll::Pending,
+                    Poll::Pending => {}
+                }
+            }
+            if !self.has_pending(out) {
+                if self.body.is_none() {
+                    return Poll::Ready(Ok(()));
+                }
+                continue;
             }
             let slices = [
                 IoSlice::new(&out[self.out_pos..]),
@@ -430,10 +433,8 @@ fn field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
 struct Exchange {
     conn: Option<Box<Conn>>,
     writer: Option<Writer>,
-    /// The request head, kept while the request may still be sent again.
+    /// The request head, kept until the response head arrives (the request may be sent again).
     parts: Option<http::request::Parts>,
-    head_request: bool,
-    idempotent: bool,
     reused: bool,
     /// Writing failed (the upstream may still have answered: read on).
     write_error: Option<H1Error>,
@@ -452,16 +453,6 @@ impl Exchange {
     ) -> Exchange {
         let writer = Writer::start(&parts, body, &mut conn.out);
         Exchange {
-            head_request: parts.method == Method::HEAD,
-            idempotent: matches!(
-                parts.method,
-                Method::GET
-                    | Method::HEAD
-                    | Method::OPTIONS
-                    | Method::TRACE
-                    | Method::PUT
-                    | Method::DELETE
-            ),
             conn: Some(conn),
             writer: Some(writer),
             parts: Some(parts),
@@ -484,10 +475,22 @@ impl Exchange {
         let writer = self.writer.take();
         let untouched = writer.as_ref().map_or(!self.body_sent, |w| !w.taken);
         let unsent = self.write_error.is_some();
+        // RFC 9110 §9.2.2.
+        let idempotent = self.parts.as_ref().is_some_and(|p| {
+            matches!(
+                p.method,
+                Method::GET
+                    | Method::HEAD
+                    | Method::OPTIONS
+                    | Method::TRACE
+                    | Method::PUT
+                    | Method::DELETE
+            )
+        });
         let request = (self.reused
             && !self.answered
             && untouched
-            && (unsent || self.idempotent)
+            && (unsent || idempotent)
             && matches!(error, H1Error::ClosedBeforeResponse | H1Error::Read(_)))
         .then(|| {
             let body = writer.and_then(|w| w.body).unwrap_or_else(|| {
@@ -506,6 +509,10 @@ impl Exchange {
 
     fn poll_head(&mut self, cx: &mut Context<'_>) -> Poll<Result<Response<ResponseBody>, H1Error>> {
         let conn = self.conn.as_mut().expect("polled after completion");
+        let head_request = self
+            .parts
+            .as_ref()
+            .is_some_and(|p| p.method == Method::HEAD);
         if let Some(w) = &mut self.writer
             && self.write_error.is_none()
         {
@@ -523,7 +530,7 @@ impl Exchange {
         }
         loop {
             if !conn.buf.is_empty() {
-                match parse_head(&mut conn.buf, self.head_request)? {
+                match parse_head(&mut conn.buf, head_request)? {
                     Some(Head::Interim) => continue,
                     Some(Head::Final(parts, framing, keep_alive)) => {
                         let writer = self
@@ -1425,12 +1432,7 @@ mod tests {
         .await;
         let conn = Box::new(Conn::new(TcpStream::connect(addr).await.unwrap()));
         // A body that never ends: the answer must not wait for it.
-        let (_tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, BoxError>>(1);
-        let body = UpstreamBody::new(StreamBody::new(tokio_stream_of(rx)));
-        let req = Request::post(format!("http://{addr}/up"))
-            .header("host", "h")
-            .body(body)
-            .unwrap();
+        let (_tx, req) = streamed_post(addr, "/up");
         let resp = tokio::time::timeout(Duration::from_secs(5), exchange(conn, req, false))
             .await
             .expect("answered without the body")
@@ -1448,10 +1450,21 @@ mod tests {
         task.await.unwrap();
     }
 
-    fn tokio_stream_of(
-        mut rx: tokio::sync::mpsc::Receiver<Result<Frame<Bytes>, BoxError>>,
-    ) -> impl futures::Stream<Item = Result<Frame<Bytes>, BoxError>> {
-        futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
+    /// A POST whose body is whatever is sent on the returned channel, until it is dropped.
+    fn streamed_post(
+        addr: std::net::SocketAddr,
+        path: &str,
+    ) -> (
+        tokio::sync::mpsc::Sender<Result<Frame<Bytes>, BoxError>>,
+        Request<UpstreamBody>,
+    ) {
+        let (tx, mut rx) = tokio::sync::mpsc::channel(1);
+        let frames = futures::stream::poll_fn(move |cx| rx.poll_recv(cx));
+        let req = Request::post(format!("http://{addr}{path}"))
+            .header("host", "h")
+            .body(UpstreamBody::new(StreamBody::new(frames)))
+            .unwrap();
+        (tx, req)
     }
 
     #[tokio::test]
@@ -1476,12 +1489,7 @@ mod tests {
         })
         .await;
         let conn = Box::new(Conn::new(TcpStream::connect(addr).await.unwrap()));
-        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, BoxError>>(1);
-        let body = UpstreamBody::new(StreamBody::new(tokio_stream_of(rx)));
-        let req = Request::post(format!("http://{addr}/echo"))
-            .header("host", "h")
-            .body(body)
-            .unwrap();
+        let (tx, req) = streamed_post(addr, "/echo");
         let resp = exchange(conn, req, false).await.unwrap();
         let mut body = resp.into_body();
         for word in ["one", "two"] {
