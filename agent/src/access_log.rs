@@ -106,9 +106,8 @@ fn push_str(out: &mut Vec<u8>, s: &str) {
     let mut i = 0;
     while i < bytes.len() {
         // Eight bytes at a time while none needs escaping (the common case: paths, names, ids).
-        if let Some(word) = bytes.get(i..i + 8)
-            && let Ok(word) = <[u8; 8]>::try_from(word)
-            && !needs_escape(u64::from_le_bytes(word))
+        if let Some(word) = bytes[i..].first_chunk::<8>()
+            && !needs_escape(u64::from_le_bytes(*word))
         {
             i += 8;
             continue;

@@ -16,16 +16,20 @@ static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
+/// Hop-by-hop fields always removed (`Connection`, the fields it names, and `TE` other than
+/// `trailers` are handled on their own).
+static ALWAYS_HOP_BY_HOP: [&HeaderName; 6] = [
+    &KEEP_ALIVE,
+    &PROXY_CONNECTION,
+    &header::TRANSFER_ENCODING,
+    &header::UPGRADE,
+    &header::PROXY_AUTHENTICATE,
+    &header::PROXY_AUTHORIZATION,
+];
+
 /// Whether `name` is one of the hop-by-hop fields [`strip_hop_by_hop`] looks at.
 fn is_hop_by_hop(name: &HeaderName) -> bool {
-    name == header::CONNECTION
-        || name == header::TE
-        || name == header::TRANSFER_ENCODING
-        || name == header::UPGRADE
-        || name == header::PROXY_AUTHENTICATE
-        || name == header::PROXY_AUTHORIZATION
-        || name == KEEP_ALIVE
-        || name == PROXY_CONNECTION
+    name == header::CONNECTION || name == header::TE || ALWAYS_HOP_BY_HOP.contains(&name)
 }
 
 /// Removes hop-by-hop fields from `headers`.
@@ -62,14 +66,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     {
         headers.remove(header::TE);
     }
-    for n in [
-        &KEEP_ALIVE,
-        &PROXY_CONNECTION,
-        &header::TRANSFER_ENCODING,
-        &header::UPGRADE,
-        &header::PROXY_AUTHENTICATE,
-        &header::PROXY_AUTHORIZATION,
-    ] {
+    for n in ALWAYS_HOP_BY_HOP {
         if headers.contains_key(n) {
             headers.remove(n);
         }
