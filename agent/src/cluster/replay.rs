@@ -11,10 +11,10 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
+use crate::proxy::RequestBody;
 use bytes::Bytes;
 use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
-use hyper::body::Incoming;
 
 use crate::proxy::body::Counted;
 
@@ -26,7 +26,7 @@ pub const RETRY_BUFFER_BYTES: usize = 64 * 1024;
 pub enum ReplayError {
     /// Reading the client's body failed.
     #[error("reading the client's request body: {0}")]
-    Source(#[from] hyper::Error),
+    Source(#[from] crate::proxy::h1_server::BodyError),
     /// A newer attempt took over the client's body.
     #[error("request body taken over by a retry")]
     Superseded,
@@ -37,7 +37,7 @@ pub enum ReplayError {
 
 /// The client's body and what has been kept of it.
 struct Tee {
-    source: Option<Counted<Incoming>>,
+    source: Option<Counted<RequestBody>>,
     chunks: Vec<Bytes>,
     trailers: Option<HeaderMap>,
     kept: usize,
@@ -61,7 +61,7 @@ pub struct Replay {
 
 impl Replay {
     /// Starts keeping `body`, up to `limit` bytes.
-    pub fn new(body: Counted<Incoming>, limit: usize) -> Replay {
+    pub fn new(body: Counted<RequestBody>, limit: usize) -> Replay {
         let hint = body.size_hint();
         Replay {
             tee: Arc::new(Mutex::new(Tee {

@@ -16,10 +16,10 @@ use std::sync::LazyLock;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
+use crate::proxy::RequestBody;
 use http::{HeaderMap, Request, Response, StatusCode};
 use http_body::Body;
 use http_body_util::Either;
-use hyper::body::Incoming;
 use taskmesh_mesh::RetryPolicy;
 
 use super::balance::Tried;
@@ -166,7 +166,7 @@ pub async fn run<F, Fut>(
     route_policy: Option<&RetryPolicy>,
     stats: &RouteStats,
     retries_made: &AtomicU32,
-    req: Request<Counted<Incoming>>,
+    req: Request<Counted<RequestBody>>,
     send: F,
 ) -> (Response<ProxyBody>, &'static str)
 where

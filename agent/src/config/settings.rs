@@ -102,11 +102,12 @@ pub struct Settings {
     )]
     pub max_header_bytes: usize,
 
-    /// Most request headers (431 above).
+    /// Most request header fields, 1 to 256 (431 above).
     #[arg(
         long = "max-headers",
         env = "TASKMESH_MAX_HEADERS",
-        default_value_t = 100
+        default_value_t = 100,
+        value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=256)
     )]
     pub max_headers: usize,
 

@@ -44,9 +44,9 @@ pub const MAX_HEAD_BYTES: usize = 64 * 1024;
 /// Most fields in a response head or trailer section.
 pub const MAX_HEADERS: usize = 100;
 /// First read size; reads that fill the buffer double it up to [`MAX_READ`].
-const FIRST_READ: usize = 4 * 1024;
+pub(super) const FIRST_READ: usize = 4 * 1024;
 /// Largest read size.
-const MAX_READ: usize = 64 * 1024;
+pub(super) const MAX_READ: usize = 64 * 1024;
 /// Longest chunk-size line (size and extensions) accepted.
 const MAX_CHUNK_LINE: usize = 4 * 1024;
 
@@ -77,12 +77,12 @@ pub enum H1Error {
     /// The response is not one we can frame or forward.
     #[error("invalid response: {0}")]
     Invalid(&'static str),
-    /// The client's request body failed.
-    #[error("request body: {0}")]
-    RequestBody(#[source] Box<dyn std::error::Error + Send + Sync>),
-    /// The request body did not match its `Content-Length`.
-    #[error("request body {0} its Content-Length")]
-    RequestLength(&'static str),
+    /// The body being sent failed (the client's request body, the upstream's response body).
+    #[error("the body being sent failed: {0}")]
+    Source(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The body being sent did not match its `Content-Length`.
+    #[error("the body being sent {0} its Content-Length")]
+    Length(&'static str),
 }
 
 /// An upstream HTTP/1.1 connection between exchanges.
@@ -134,25 +134,8 @@ impl Conn {
     }
 
     /// Reads more of the response into `buf`: the number of bytes read, 0 at end of stream.
-    ///
-    /// Through `AsyncRead`, which marks the socket not readable after a short read: the probe
-    /// of [`Conn::is_reusable`] then costs no system call.
     fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
-        if self.buf.capacity() - self.buf.len() < self.read_size / 2 {
-            self.buf.reserve(self.read_size);
-        }
-        let spare = self.buf.capacity() - self.buf.len();
-        let n = ready!(tokio_util::io::poll_read_buf(
-            Pin::new(&mut self.io),
-            cx,
-            &mut self.buf
-        ))?;
-        if n == spare && self.read_size < MAX_READ {
-            self.read_size *= 2;
-        } else if n < self.read_size / 4 && self.read_size > FIRST_READ {
-            self.read_size /= 2;
-        }
-        Poll::Ready(Ok(n))
+        poll_fill(&mut self.io, &mut self.buf, &mut self.read_size, cx)
     }
 
     /// Readies a connection for the pool: buffers grown by a large response or request head are
@@ -193,6 +176,32 @@ impl std::fmt::Debug for Failed {
     }
 }
 
+/// Reads more from `io` into `buf`: the number of bytes read, 0 at end of stream. The read size
+/// (`read_size`) doubles while reads fill the buffer, up to [`MAX_READ`], and halves after
+/// small reads, down to [`FIRST_READ`].
+///
+/// Through `AsyncRead`, which marks the socket not readable after a short read: the probe of
+/// [`Conn::is_reusable`] then costs no system call, and a task waiting for the next request
+/// makes none either.
+pub(super) fn poll_fill(
+    io: &mut TcpStream,
+    buf: &mut BytesMut,
+    read_size: &mut usize,
+    cx: &mut Context<'_>,
+) -> Poll<io::Result<usize>> {
+    if buf.capacity() - buf.len() < *read_size / 2 {
+        buf.reserve(*read_size);
+    }
+    let spare = buf.capacity() - buf.len();
+    let n = ready!(tokio_util::io::poll_read_buf(Pin::new(io), cx, buf))?;
+    if n == spare && *read_size < MAX_READ {
+        *read_size *= 2;
+    } else if n < *read_size / 4 && *read_size > FIRST_READ {
+        *read_size /= 2;
+    }
+    Poll::Ready(Ok(n))
+}
+
 /// Sends `req` (its URI's path and query as the request target; its `Host` field kept, or made
 /// from its URI's authority) on `conn` and reads the response head. `reused`: the connection
 /// carried an exchange before (a failure before any response byte may then be a stale
@@ -207,38 +216,43 @@ pub async fn exchange(
     std::future::poll_fn(|cx| ex.poll(cx)).await
 }
 
-/// How the request body is framed.
+/// How a message body is written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum ReqFraming {
+pub(super) enum Framing {
     /// `Content-Length`: bytes still to send.
     Length(u64),
     /// `Transfer-Encoding: chunked`.
     Chunked,
+    /// Until the connection closes (a response to an HTTP/1.0 client of unknown length).
+    UntilClose,
 }
 
-/// Writes the request: head, then body frames as the client sends them.
-struct Writer {
-    body: Option<UpstreamBody>,
-    framing: ReqFraming,
-    /// How much of `Conn::out` is written.
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Writes a message: the head already encoded in the connection's `out` buffer, then the body's
+/// frames as they come. Used for requests to upstreams and for responses to clients.
+pub(super) struct Writer<B = UpstreamBody> {
+    body: Option<B>,
+    framing: Framing,
+    /// How much of the `out` buffer is written.
     out_pos: usize,
     /// Body data being written (after `out`).
     data: Bytes,
     /// Written after `data` (a chunk's CRLF).
     tail: &'static [u8],
-    /// A frame was taken from the body: the request can no longer be sent again.
+    /// A frame was taken from the body: the message can no longer be sent again.
     taken: bool,
 }
 
-impl Writer {
+impl Writer<UpstreamBody> {
     /// Encodes the request head into `out` and returns the writer of the rest.
     fn start(parts: &http::request::Parts, body: UpstreamBody, out: &mut Vec<u8>) -> Writer {
         out.clear();
         let empty = body.is_end_stream();
         let framing = match body.size_hint().exact() {
-            _ if empty => ReqFraming::Length(0),
-            Some(n) => ReqFraming::Length(n),
-            None => ReqFraming::Chunked,
+            _ if empty => Framing::Length(0),
+            Some(n) => Framing::Length(n),
+            None => Framing::Chunked,
         };
         out.extend_from_slice(parts.method.as_str().as_bytes());
         out.push(b' ');
@@ -264,19 +278,31 @@ impl Writer {
             field(out, name.as_str().as_bytes(), value.as_bytes());
         }
         match framing {
-            ReqFraming::Length(0)
+            Framing::Length(0)
                 if !had_length
                     && !matches!(parts.method, Method::POST | Method::PUT | Method::PATCH) => {}
-            ReqFraming::Length(n) => field(
+            Framing::Length(n) => field(
                 out,
                 b"content-length",
                 itoa::Buffer::new().format(n).as_bytes(),
             ),
-            ReqFraming::Chunked => field(out, b"transfer-encoding", b"chunked"),
+            Framing::Chunked | Framing::UntilClose => field(out, b"transfer-encoding", b"chunked"),
         }
         out.extend_from_slice(b"\r\n");
+        Writer::new((!empty).then_some(body), framing)
+    }
+}
+
+impl<B> Writer<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    /// The writer of `body` (`None`: the message has none) framed as `framing`, after the head
+    /// in the connection's `out` buffer.
+    pub(super) fn new(body: Option<B>, framing: Framing) -> Writer<B> {
         Writer {
-            body: (!empty).then_some(body),
+            body,
             framing,
             out_pos: 0,
             data: Bytes::new(),
@@ -289,11 +315,12 @@ impl Writer {
         out.len() > self.out_pos || !self.data.is_empty() || !self.tail.is_empty()
     }
 
-    /// Writes until the whole request is out (`Ready(Ok)`), the socket or the client's body is
-    /// not ready (`Pending`), or something fails.
-    fn poll_write(
+    /// Writes until the whole message is out (`Ready(Ok)`), the socket or the body is not
+    /// ready (`Pending`), or something fails. The body is never polled while `io` is: `io` may
+    /// take a lock that the body's own source needs.
+    pub(super) fn poll_write<W: AsyncWrite + Unpin>(
         &mut self,
-        io: &mut TcpStream,
+        io: &mut W,
         out: &mut Vec<u8>,
         cx: &mut Context<'_>,
     ) -> Poll<Result<(), H1Error>> {
@@ -344,28 +371,28 @@ impl Writer {
         self.tail = &self.tail[n.min(self.tail.len())..];
     }
 
-    /// Frames what the client's body gave (only called with nothing of `data`/`tail` pending).
+    /// Frames what the body gave (only called with nothing of `data`/`tail` pending).
     #[allow(clippy::type_complexity)]
     fn frame(
         &mut self,
-        frame: Option<Result<Frame<Bytes>, Box<dyn std::error::Error + Send + Sync>>>,
+        frame: Option<Result<Frame<Bytes>, B::Error>>,
         out: &mut Vec<u8>,
     ) -> Result<(), H1Error> {
         let frame = match frame {
             None => {
                 self.body = None;
                 return match self.framing {
-                    ReqFraming::Chunked => {
+                    Framing::Chunked => {
                         out.extend_from_slice(b"0\r\n\r\n");
                         Ok(())
                     }
-                    ReqFraming::Length(0) => Ok(()),
-                    ReqFraming::Length(_) => Err(H1Error::RequestLength("ended before")),
+                    Framing::Length(0) | Framing::UntilClose => Ok(()),
+                    Framing::Length(_) => Err(H1Error::Length("ended before")),
                 };
             }
             Some(Err(e)) => {
                 self.body = None;
-                return Err(H1Error::RequestBody(e));
+                return Err(H1Error::Source(e.into()));
             }
             Some(Ok(f)) => f,
         };
@@ -374,18 +401,19 @@ impl Writer {
             Ok(data) if data.is_empty() => Ok(()),
             Ok(data) => {
                 match &mut self.framing {
-                    ReqFraming::Chunked => {
+                    Framing::Chunked => {
                         let mut hex = [0u8; 16];
                         let len = hex_len(data.len(), &mut hex);
                         out.extend_from_slice(len);
                         out.extend_from_slice(b"\r\n");
                         self.tail = b"\r\n";
                     }
-                    ReqFraming::Length(left) => {
+                    Framing::Length(left) => {
                         *left = left
                             .checked_sub(data.len() as u64)
-                            .ok_or(H1Error::RequestLength("is longer than"))?;
+                            .ok_or(H1Error::Length("is longer than"))?;
                     }
+                    Framing::UntilClose => {}
                 }
                 self.data = data;
                 Ok(())
@@ -393,7 +421,7 @@ impl Writer {
             Err(frame) => {
                 // Trailers: sent in a chunked body, dropped otherwise (HTTP/1.1 has no other
                 // place for them). They are the last frame.
-                if let (Ok(trailers), ReqFraming::Chunked) = (frame.into_trailers(), self.framing) {
+                if let (Ok(trailers), Framing::Chunked) = (frame.into_trailers(), self.framing) {
                     self.body = None;
                     out.extend_from_slice(b"0\r\n");
                     for (name, value) in &trailers {
@@ -408,7 +436,7 @@ impl Writer {
 }
 
 /// `n` in lower-case hex, without leading zeros.
-fn hex_len(n: usize, buf: &mut [u8; 16]) -> &[u8] {
+pub(super) fn hex_len(n: usize, buf: &mut [u8; 16]) -> &[u8] {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut i = buf.len();
     let mut n = n;
@@ -422,7 +450,7 @@ fn hex_len(n: usize, buf: &mut [u8; 16]) -> &[u8] {
     }
 }
 
-fn field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+pub(super) fn field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(name);
     out.extend_from_slice(b": ");
     out.extend_from_slice(value);
@@ -521,7 +549,7 @@ impl Exchange {
                     self.body_sent = w.taken;
                     self.writer = None;
                 }
-                Poll::Ready(Err(e @ (H1Error::RequestBody(_) | H1Error::RequestLength(_)))) => {
+                Poll::Ready(Err(e @ (H1Error::Source(_) | H1Error::Length(_)))) => {
                     return Poll::Ready(Err(e));
                 }
                 Poll::Ready(Err(e)) => self.write_error = Some(e),
@@ -571,13 +599,13 @@ enum Head {
     /// A 1xx answer, consumed.
     Interim,
     /// The final response head, its body framing, and whether the connection may be reused.
-    Final(http::response::Parts, RespFraming, bool),
+    Final(http::response::Parts, BodyFraming, bool),
 }
 
 /// Parses a response head at the start of `buf` (consumed when complete; `None`: incomplete).
 fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head>, H1Error> {
     // Field positions (name start, name end, value start, value end) within the head.
-    let mut fields = [(0u32, 0u32, 0u32, 0u32); MAX_HEADERS];
+    let mut fields: [FieldPos; MAX_HEADERS] = [(0, 0, 0, 0); MAX_HEADERS];
     let (len, code, minor, count) = {
         let mut raw = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
         let mut res = httparse::Response::new(&mut []);
@@ -590,17 +618,7 @@ fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head>, H1
         if len > MAX_HEAD_BYTES {
             return Err(H1Error::HeadTooLarge);
         }
-        let base = buf.as_ptr() as usize;
-        for (slot, h) in fields.iter_mut().zip(res.headers.iter()) {
-            let ns = h.name.as_ptr() as usize - base;
-            let vs = h.value.as_ptr() as usize - base;
-            *slot = (
-                ns as u32,
-                (ns + h.name.len()) as u32,
-                vs as u32,
-                (vs + h.value.len()) as u32,
-            );
-        }
+        field_positions(buf, res.headers, &mut fields);
         (
             len,
             res.code.unwrap_or(0),
@@ -618,75 +636,33 @@ fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head>, H1
         }
         return Ok(Some(Head::Interim));
     }
-    let mut headers = HeaderMap::with_capacity(count);
-    let mut length: Option<u64> = None;
-    let mut length_fields = 0u32;
-    let mut chunked = false;
-    let mut transfer_encoded = false;
-    let mut close = false;
-    let mut keep_alive_token = false;
-    for &(ns, ne, vs, ve) in &fields[..count] {
-        let name = HeaderName::from_bytes(&head[ns as usize..ne as usize])
-            .map_err(|_| H1Error::Invalid("field name"))?;
-        let value = HeaderValue::from_maybe_shared(head.slice(vs as usize..ve as usize))
-            .map_err(|_| H1Error::Invalid("field value"))?;
-        if name == header::CONTENT_LENGTH {
-            let n = parse_length(value.as_bytes()).ok_or(H1Error::Invalid("Content-Length"))?;
-            if length.is_some_and(|l| l != n) {
-                return Err(H1Error::Invalid("differing Content-Length values"));
-            }
-            length = Some(n);
-            length_fields += 1;
-        } else if name == header::TRANSFER_ENCODING {
-            transfer_encoded = true;
-            // The final coding decides: `chunked` last means chunked framing.
-            chunked = value
-                .as_bytes()
-                .rsplit(|&b| b == b',')
-                .next()
-                .is_some_and(|c| c.trim_ascii().eq_ignore_ascii_case(b"chunked"));
-        } else if name == header::CONNECTION {
-            for token in value.as_bytes().split(|&b| b == b',') {
-                let token = token.trim_ascii();
-                close |= token.eq_ignore_ascii_case(b"close");
-                keep_alive_token |= token.eq_ignore_ascii_case(b"keep-alive");
-            }
-        }
-        headers.append(name, value);
-    }
-    if length_fields > 1
-        && let Some(v) = headers.get(header::CONTENT_LENGTH).cloned()
-    {
-        // Repeated equal values (differing ones were refused above): one is forwarded, so the
-        // client's framing is not ambiguous either.
-        headers.insert(header::CONTENT_LENGTH, v);
-    }
+    let (mut headers, scan) = build_fields(&head, &fields[..count]).map_err(H1Error::Invalid)?;
     let version = if minor == 0 {
         Version::HTTP_10
     } else {
         Version::HTTP_11
     };
-    let mut keep_alive = !close && (minor == 1 || keep_alive_token);
+    let mut keep_alive = !scan.close && (minor == 1 || scan.keep_alive);
     let framing =
         if head_request || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
-            RespFraming::Empty
-        } else if transfer_encoded {
-            if length.is_some() {
+            BodyFraming::Empty
+        } else if scan.transfer_encoded {
+            if scan.length.is_some() {
                 // Both: RFC 9112 §6.3 (3) says Transfer-Encoding wins and the connection must close.
                 headers.remove(header::CONTENT_LENGTH);
                 keep_alive = false;
             }
-            if chunked {
-                RespFraming::Chunked(Chunked::Size)
+            if scan.chunked {
+                BodyFraming::Chunked(Chunked::Size)
             } else {
                 keep_alive = false;
-                RespFraming::Close
+                BodyFraming::Close
             }
-        } else if let Some(n) = length {
-            RespFraming::Length(n)
+        } else if let Some(n) = scan.length {
+            BodyFraming::Length(n)
         } else {
             keep_alive = false;
-            RespFraming::Close
+            BodyFraming::Close
         };
     let mut parts = Response::new(()).into_parts().0;
     parts.status = status;
@@ -695,8 +671,104 @@ fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head>, H1
     Ok(Some(Head::Final(parts, framing, keep_alive)))
 }
 
+/// A field's name and value as offsets into its head: (name start, name end, value start,
+/// value end).
+pub(super) type FieldPos = (u32, u32, u32, u32);
+
+/// Notes where each field parsed out of `buf` is, so that once the head is split off the buffer
+/// and frozen, names and values can be taken from it without a copy.
+pub(super) fn field_positions(buf: &[u8], parsed: &[httparse::Header<'_>], into: &mut [FieldPos]) {
+    let base = buf.as_ptr() as usize;
+    for (slot, h) in into.iter_mut().zip(parsed) {
+        let ns = h.name.as_ptr() as usize - base;
+        let vs = h.value.as_ptr() as usize - base;
+        *slot = (
+            ns as u32,
+            (ns + h.name.len()) as u32,
+            vs as u32,
+            (vs + h.value.len()) as u32,
+        );
+    }
+}
+
+/// The fields of `head` at `fields`, values sharing `head`'s memory, and what they say about
+/// framing. Repeated equal `Content-Length` fields are kept as one, so the framing forwarded to
+/// the next hop is not ambiguous either.
+pub(super) fn build_fields(
+    head: &Bytes,
+    fields: &[FieldPos],
+) -> Result<(HeaderMap, FieldScan), &'static str> {
+    let mut headers = HeaderMap::with_capacity(fields.len());
+    let mut scan = FieldScan::default();
+    for &(ns, ne, vs, ve) in fields {
+        let name =
+            HeaderName::from_bytes(&head[ns as usize..ne as usize]).map_err(|_| "field name")?;
+        let value = HeaderValue::from_maybe_shared(head.slice(vs as usize..ve as usize))
+            .map_err(|_| "field value")?;
+        scan.see(&name, &value)?;
+        headers.append(name, value);
+    }
+    if scan.length_fields > 1
+        && let Some(v) = headers.get(header::CONTENT_LENGTH).cloned()
+    {
+        headers.insert(header::CONTENT_LENGTH, v);
+    }
+    Ok((headers, scan))
+}
+
+/// What a head's fields say about the body's framing and the connection (RFC 9112 §6, §9.3).
+#[derive(Debug, Default)]
+pub(super) struct FieldScan {
+    /// The `Content-Length` (all its values are equal).
+    pub(super) length: Option<u64>,
+    /// How many `Content-Length` fields there were.
+    length_fields: u32,
+    /// A `Transfer-Encoding` field is present.
+    pub(super) transfer_encoded: bool,
+    /// The final transfer coding is `chunked`.
+    pub(super) chunked: bool,
+    /// `Connection: close`.
+    pub(super) close: bool,
+    /// `Connection: keep-alive`.
+    pub(super) keep_alive: bool,
+}
+
+impl FieldScan {
+    /// Notes one field. An invalid `Content-Length`, or one differing from an earlier one, is
+    /// refused.
+    pub(super) fn see(
+        &mut self,
+        name: &HeaderName,
+        value: &HeaderValue,
+    ) -> Result<(), &'static str> {
+        if name == header::CONTENT_LENGTH {
+            let n = parse_length(value.as_bytes()).ok_or("invalid Content-Length")?;
+            if self.length.is_some_and(|l| l != n) {
+                return Err("differing Content-Length values");
+            }
+            self.length = Some(n);
+            self.length_fields += 1;
+        } else if name == header::TRANSFER_ENCODING {
+            self.transfer_encoded = true;
+            // The final coding decides: `chunked` last means chunked framing.
+            self.chunked = value
+                .as_bytes()
+                .rsplit(|&b| b == b',')
+                .next()
+                .is_some_and(|c| c.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+        } else if name == header::CONNECTION {
+            for token in value.as_bytes().split(|&b| b == b',') {
+                let token = token.trim_ascii();
+                self.close |= token.eq_ignore_ascii_case(b"close");
+                self.keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
+            }
+        }
+        Ok(())
+    }
+}
+
 /// A `Content-Length` value: digits only, and not absurdly long.
-fn parse_length(v: &[u8]) -> Option<u64> {
+pub(super) fn parse_length(v: &[u8]) -> Option<u64> {
     if v.is_empty() || v.len() > 19 || !v.iter().all(u8::is_ascii_digit) {
         return None;
     }
@@ -705,22 +777,81 @@ fn parse_length(v: &[u8]) -> Option<u64> {
     })
 }
 
-/// How the response body is framed.
+/// How a body being read is framed.
 #[derive(Debug)]
-enum RespFraming {
+pub(super) enum BodyFraming {
     /// No body (or it has been read).
     Empty,
     /// `Content-Length`: bytes still to read.
     Length(u64),
     /// `Transfer-Encoding: chunked`.
     Chunked(Chunked),
-    /// Until the upstream closes the connection.
+    /// Until the peer closes the connection (responses only).
     Close,
+}
+
+/// What the next step of reading a body gave.
+pub(super) enum Step {
+    /// A data or trailers frame.
+    Frame(Frame<Bytes>),
+    /// The body has ended.
+    End,
+    /// More bytes must be read first (at the end of a [`BodyFraming::Close`] body, the end of
+    /// the stream ends it).
+    NeedMore,
+}
+
+impl BodyFraming {
+    /// Takes the body's next frame out of `buf`.
+    pub(super) fn step(&mut self, buf: &mut BytesMut) -> Result<Step, H1Error> {
+        match self {
+            BodyFraming::Empty | BodyFraming::Length(0) => {
+                *self = BodyFraming::Empty;
+                Ok(Step::End)
+            }
+            BodyFraming::Length(left) => {
+                if buf.is_empty() {
+                    return Ok(Step::NeedMore);
+                }
+                let take = (*left).min(buf.len() as u64) as usize;
+                *left -= take as u64;
+                Ok(Step::Frame(Frame::data(buf.split_to(take).freeze())))
+            }
+            BodyFraming::Chunked(state) => match state.decode(buf)? {
+                Decoded::Data(d) => Ok(Step::Frame(Frame::data(d))),
+                Decoded::Trailers(t) => {
+                    *self = BodyFraming::Length(0);
+                    Ok(Step::Frame(Frame::trailers(t)))
+                }
+                Decoded::End => {
+                    *self = BodyFraming::Empty;
+                    Ok(Step::End)
+                }
+                Decoded::NeedMore => Ok(Step::NeedMore),
+            },
+            BodyFraming::Close if buf.is_empty() => Ok(Step::NeedMore),
+            BodyFraming::Close => Ok(Step::Frame(Frame::data(buf.split().freeze()))),
+        }
+    }
+
+    /// Whether the body has been read to its end.
+    pub(super) fn ended(&self) -> bool {
+        matches!(self, BodyFraming::Empty | BodyFraming::Length(0))
+    }
+
+    /// The size of what is left, when known.
+    pub(super) fn size_hint(&self) -> SizeHint {
+        match self {
+            BodyFraming::Empty => SizeHint::with_exact(0),
+            BodyFraming::Length(n) => SizeHint::with_exact(*n),
+            _ => SizeHint::default(),
+        }
+    }
 }
 
 /// Where a chunked body decoder is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Chunked {
+pub(super) enum Chunked {
     /// At a chunk-size line.
     Size,
     /// In a chunk: bytes still to read.
@@ -827,7 +958,7 @@ pub struct ResponseBody {
     /// The rest of the request body, still being sent (boxed: rare, and the body is moved
     /// several times on its way to the client).
     writer: Option<Box<Writer>>,
-    framing: RespFraming,
+    framing: BodyFraming,
     keep_alive: bool,
 }
 
@@ -842,7 +973,7 @@ impl std::fmt::Debug for ResponseBody {
 
 impl ResponseBody {
     fn ended(&self) -> bool {
-        matches!(self.framing, RespFraming::Empty | RespFraming::Length(0))
+        self.framing.ended()
     }
 
     /// The connection, when this body has been read to its end, the request was written in
@@ -856,7 +987,7 @@ impl ResponseBody {
     }
 
     fn finish(&mut self) -> Poll<Option<Result<Frame<Bytes>, H1Error>>> {
-        self.framing = RespFraming::Empty;
+        self.framing = BodyFraming::Empty;
         if self.writer.take().is_some() {
             // The response ended before the request did: this connection cannot go on.
             self.keep_alive = false;
@@ -865,7 +996,7 @@ impl ResponseBody {
     }
 
     fn fail(&mut self, e: H1Error) -> Poll<Option<Result<Frame<Bytes>, H1Error>>> {
-        self.framing = RespFraming::Empty;
+        self.framing = BodyFraming::Empty;
         self.keep_alive = false;
         self.writer = None;
         self.conn = None;
@@ -897,35 +1028,14 @@ impl Body for ResponseBody {
             }
         }
         loop {
-            match &mut this.framing {
-                RespFraming::Empty | RespFraming::Length(0) => return this.finish(),
-                RespFraming::Length(left) => {
-                    if !conn.buf.is_empty() {
-                        let take = (*left).min(conn.buf.len() as u64) as usize;
-                        *left -= take as u64;
-                        return Poll::Ready(Some(Ok(Frame::data(
-                            conn.buf.split_to(take).freeze(),
-                        ))));
-                    }
-                }
-                RespFraming::Chunked(state) => match state.decode(&mut conn.buf) {
-                    Ok(Decoded::Data(d)) => return Poll::Ready(Some(Ok(Frame::data(d)))),
-                    Ok(Decoded::Trailers(t)) => {
-                        this.framing = RespFraming::Length(0);
-                        return Poll::Ready(Some(Ok(Frame::trailers(t))));
-                    }
-                    Ok(Decoded::End) => return this.finish(),
-                    Ok(Decoded::NeedMore) => {}
-                    Err(e) => return this.fail(e),
-                },
-                RespFraming::Close => {
-                    if !conn.buf.is_empty() {
-                        return Poll::Ready(Some(Ok(Frame::data(conn.buf.split().freeze()))));
-                    }
-                }
+            match this.framing.step(&mut conn.buf) {
+                Ok(Step::Frame(f)) => return Poll::Ready(Some(Ok(f))),
+                Ok(Step::End) => return this.finish(),
+                Ok(Step::NeedMore) => {}
+                Err(e) => return this.fail(e),
             }
             match ready!(conn.poll_read(cx)) {
-                Ok(0) if matches!(this.framing, RespFraming::Close) => {
+                Ok(0) if matches!(this.framing, BodyFraming::Close) => {
                     this.keep_alive = false;
                     return this.finish();
                 }
@@ -941,11 +1051,7 @@ impl Body for ResponseBody {
     }
 
     fn size_hint(&self) -> SizeHint {
-        match self.framing {
-            RespFraming::Empty => SizeHint::with_exact(0),
-            RespFraming::Length(n) => SizeHint::with_exact(n),
-            _ => SizeHint::default(),
-        }
+        self.framing.size_hint()
     }
 }
 
@@ -1025,7 +1131,7 @@ mod tests {
         parse_head(&mut BytesMut::from(wire.as_bytes()), head_request)
     }
 
-    fn final_head(wire: &str, head_request: bool) -> (http::response::Parts, RespFraming, bool) {
+    fn final_head(wire: &str, head_request: bool) -> (http::response::Parts, BodyFraming, bool) {
         match head(wire, head_request) {
             Ok(Some(Head::Final(p, f, k))) => (p, f, k),
             Ok(Some(Head::Interim)) => panic!("interim: {wire:?}"),
@@ -1040,7 +1146,7 @@ mod tests {
             "HTTP/1.1 200 OK\r\nContent-Length: 12\r\nX-A: 1\r\nx-a: 2\r\n\r\n",
             false,
         );
-        assert!(matches!(f, RespFraming::Length(12)) && k);
+        assert!(matches!(f, BodyFraming::Length(12)) && k);
         assert_eq!(p.headers.get_all("x-a").iter().count(), 2);
         assert_eq!(p.version, Version::HTTP_11);
         // HEAD, 204 and 304 have no body whatever their fields say.
@@ -1053,27 +1159,27 @@ mod tests {
             ),
         ] {
             let (_, f, k) = final_head(wire, head_req);
-            assert!(matches!(f, RespFraming::Empty) && k, "{wire:?}");
+            assert!(matches!(f, BodyFraming::Empty) && k, "{wire:?}");
         }
         // Chunked last wins over Content-Length, which goes; the connection ends after.
         let (p, f, k) = final_head(
             "HTTP/1.1 200 OK\r\ncontent-length: 3\r\ntransfer-encoding: gzip, chunked\r\n\r\n",
             false,
         );
-        assert!(matches!(f, RespFraming::Chunked(Chunked::Size)) && !k);
+        assert!(matches!(f, BodyFraming::Chunked(Chunked::Size)) && !k);
         assert!(!p.headers.contains_key("content-length"));
         let (_, f, k) = final_head(
             "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n",
             false,
         );
-        assert!(matches!(f, RespFraming::Chunked(_)) && k);
+        assert!(matches!(f, BodyFraming::Chunked(_)) && k);
         // Not chunked last, or no length at all: until close.
         for wire in [
             "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked, gzip\r\n\r\n",
             "HTTP/1.1 200 OK\r\n\r\n",
         ] {
             let (_, f, k) = final_head(wire, false);
-            assert!(matches!(f, RespFraming::Close) && !k, "{wire:?}");
+            assert!(matches!(f, BodyFraming::Close) && !k, "{wire:?}");
         }
         // Keep-alive: HTTP/1.1 unless `close`; HTTP/1.0 only with `keep-alive`.
         let (_, _, k) = final_head(
@@ -1133,7 +1239,7 @@ mod tests {
             "HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncontent-length: 2\r\n\r\n",
             false,
         );
-        assert!(matches!(f, RespFraming::Length(2)));
+        assert!(matches!(f, BodyFraming::Length(2)));
         assert_eq!(p.headers.get_all("content-length").iter().count(), 1);
     }
 
@@ -1253,14 +1359,14 @@ mod tests {
                 match parse_head(&mut buf, round % 7 == 0) {
                     Ok(Some(Head::Interim)) => continue,
                     Ok(Some(Head::Final(parts, framing, _))) => {
-                        if let RespFraming::Length(n) = framing {
+                        if let BodyFraming::Length(n) = framing {
                             let declared = parts.headers.get(header::CONTENT_LENGTH);
                             assert_eq!(
                                 declared.map(|v| v.to_str().unwrap().parse::<u64>().unwrap()),
                                 Some(n)
                             );
                         }
-                        if let RespFraming::Chunked(mut dec) = framing {
+                        if let BodyFraming::Chunked(mut dec) = framing {
                             while let Ok(Decoded::Data(_) | Decoded::Trailers(_)) =
                                 dec.decode(&mut buf)
                             {}

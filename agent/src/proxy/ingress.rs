@@ -8,14 +8,14 @@ use std::time::{Duration, Instant, SystemTime};
 
 use http::{Request, Response, StatusCode};
 use http_body_util::Either;
-use hyper::body::Incoming;
 use tokio::net::TcpStream;
 
 use super::body::Counted;
-use super::{ProxyBody, http_forward, local_response, tcp};
+use super::{ProxyBody, RequestBody, http_forward, local_response, tcp};
 use crate::access_log::{self, Entry};
 use crate::agent::Shared;
 use crate::metrics::{Direction, LimitKind, RouteStats};
+use crate::tls::server::IngressStream;
 
 struct Conn {
     shared: Arc<Shared>,
@@ -72,7 +72,7 @@ pub async fn serve_connection(
     let tls = cfg.as_ref().and_then(|c| c.tls.listener(port).cloned());
     // The handshake's future is boxed: inline, it would make every connection's task larger.
     let accepted = match tls.as_deref() {
-        None => Ok(crate::tls::server::IngressStream::Plain(stream)),
+        None => Ok(IngressStream::Plain(stream)),
         Some(t) => Box::pin(crate::tls::server::accept(Some(t), stream)).await,
     };
     let stream = match accepted {
@@ -129,14 +129,19 @@ pub async fn serve_connection(
         idle: listener.and_then(|l| l.timeout.idle),
         stats,
     });
-    super::serve_http(&shared, stream, builder, move |req| {
+    let handler = move |req| {
         let conn = conn.clone();
         async move { handle(&conn, req).await }
-    })
-    .await;
+    };
+    match stream {
+        IngressStream::Plain(s) => super::serve_plain(&shared, s, builder, handler).await,
+        // Boxed: hyper's connection state is large, and a TLS handshake costs far more than the
+        // allocation; inline, it would make every plaintext connection's future as large.
+        tls => Box::pin(super::serve_tls(&shared, tls, builder, handler)).await,
+    }
 }
 
-async fn handle(conn: &Conn, mut req: Request<Incoming>) -> Response<Counted<ProxyBody>> {
+async fn handle(conn: &Conn, mut req: Request<RequestBody>) -> Response<Counted<ProxyBody>> {
     let start = Instant::now();
     let started_at = SystemTime::now();
     let shared = &conn.shared;

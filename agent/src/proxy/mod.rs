@@ -1,12 +1,14 @@
 //! The traffic path. `egress.rs` (the app's outbound connections, 15001), `ingress.rs`
 //! (connections to the app, 15000), `tcp.rs` (opaque forwarding), `http_forward.rs` (request and
-//! response rewriting), `body.rs` (byte counting and span completion), `pool.rs` (upstream keep-alive), `h1.rs` (the HTTP/1.1 client codec of pooled upstream connections), `original_dst.rs` (where a redirected
+//! response rewriting), `body.rs` (byte counting and span completion), `pool.rs` (upstream keep-alive), `h1.rs` (the HTTP/1.1 client codec of pooled upstream connections), `h1_server.rs` (the HTTP/1.1
+//! server codec of plaintext client connections), `original_dst.rs` (where a redirected
 //! connection was going), `limits.rs` (hostile clients). This file runs the accept loops: the
 //! connection cap, per-connection tasks, and graceful drain.
 
 pub mod body;
 pub mod egress;
 pub mod h1;
+pub mod h1_server;
 pub mod http_forward;
 pub mod ingress;
 pub mod limits;
@@ -17,6 +19,7 @@ pub mod tcp;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,14 +29,24 @@ use http::{Response, StatusCode, header};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::agent::Shared;
 use crate::metrics::{Direction, LimitKind};
 
-/// The downstream connection server (HTTP/1.1 and h2c).
-pub type Server = hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor>;
+/// The downstream connection servers, configured with the agent's limits
+/// ([`limits::server_builder`]).
+pub struct Server {
+    /// HTTP/1.1 on plaintext connections ([`h1_server`]).
+    pub h1: h1_server::Limits,
+    /// HTTP/2 with prior knowledge (h2c) on plaintext connections.
+    pub h2: hyper::server::conn::http2::Builder<TokioExecutor>,
+    /// HTTP/1.1 and HTTP/2 on TLS connections (ingress listener TLS).
+    pub tls: hyper_util::server::conn::auto::Builder<TokioExecutor>,
+}
+
+pub use h1_server::RequestBody;
 
 /// Body of every proxied response: the upstream's stream, or a small local answer.
 pub type ProxyBody = Either<pool::UpstreamResponseBody, Full<Bytes>>;
@@ -90,30 +103,59 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, direction: Direct
     tracing::info!(direction = direction.as_str(), "listener closed (draining)");
 }
 
-/// Serves HTTP/1 on `stream` with `handler`, shutting the connection down gracefully (after the
-/// request in flight) when the agent drains.
-pub async fn serve_http<S, F, Fut, B>(shared: &Shared, stream: S, builder: &Server, handler: F)
+/// Serves a plaintext client connection: HTTP/1.1 ([`h1_server`]) or h2c.
+pub async fn serve_plain<F, Fut, B>(shared: &Shared, stream: TcpStream, server: &Server, handler: F)
+where
+    F: Fn(http::Request<RequestBody>) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Response<B>> + Send + 'static,
+    B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: Into<BoxError>,
+{
+    h1_server::serve(shared, stream, server.h1, &server.h2, handler).await;
+}
+
+/// Serves a TLS client connection (HTTP/1.1 or HTTP/2) with hyper, shutting it down gracefully
+/// (after the request in flight) when the agent drains.
+pub async fn serve_tls<S, F, Fut, B>(shared: &Shared, stream: S, server: &Server, handler: F)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-    F: Fn(http::Request<Incoming>) -> Fut + Send + 'static,
+    F: Fn(http::Request<RequestBody>) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = Response<B>> + Send + 'static,
     B: http_body::Body<Data = Bytes> + Send + 'static,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B::Error: Into<BoxError>,
 {
-    let mut drain = shared.lifecycle.drain_signal();
     // `map`, not `async move { Ok(fut.await) }`: an async block awaiting a future it owns holds
     // that future twice, and hyper keeps the service future per connection.
-    let svc = service_fn(move |req| handler(req).map(Ok::<_, Infallible>));
-    let conn = builder.serve_connection(TokioIo::new(stream), svc);
+    let svc = service_fn(move |req: http::Request<Incoming>| {
+        handler(req.map(RequestBody::hyper)).map(Ok::<_, Infallible>)
+    });
+    let conn = server.tls.serve_connection(TokioIo::new(stream), svc);
+    run_hyper_connection(shared, conn, |c| c.graceful_shutdown()).await;
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Runs a hyper server connection to its end, shutting it down gracefully (`shutdown`) when the
+/// agent drains, and counts the limits its error shows were hit.
+pub async fn run_hyper_connection<C, E>(
+    shared: &Shared,
+    conn: C,
+    shutdown: impl FnOnce(Pin<&mut C>),
+) where
+    C: std::future::Future<Output = Result<(), E>>,
+    E: Into<BoxError>,
+{
+    let mut drain = shared.lifecycle.drain_signal();
     tokio::pin!(conn);
     let res = tokio::select! {
         r = conn.as_mut() => r,
         _ = drained(&mut drain) => {
-            conn.as_mut().graceful_shutdown();
+            shutdown(conn.as_mut());
             conn.await
         }
     };
     if let Err(e) = res {
+        let e: BoxError = e.into();
         let Some(e) = e.downcast_ref::<hyper::Error>() else {
             tracing::debug!(error = %e, "downstream connection ended with an error");
             return;

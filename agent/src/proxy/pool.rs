@@ -14,6 +14,8 @@ use bytes::Bytes;
 use http::{Request, Response};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
+
+use crate::proxy::RequestBody;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
@@ -106,7 +108,7 @@ impl UpstreamBody {
     }
 
     /// The client's body, streamed through (its bytes counted).
-    pub fn client(body: super::body::Counted<Incoming>) -> UpstreamBody {
+    pub fn client(body: super::body::Counted<RequestBody>) -> UpstreamBody {
         UpstreamBody::new(body)
     }
 
