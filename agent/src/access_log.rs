@@ -261,6 +261,11 @@ impl AccessLog {
         }
     }
 
+    /// Bytes ever queued (lines and their newlines).
+    pub fn queued_bytes(&self) -> u64 {
+        self.inner.batch.lock().map_or(0, |b| b.queued_total)
+    }
+
     /// Lines dropped because too much was pending.
     pub fn dropped(&self) -> u64 {
         self.inner.dropped.load(Ordering::Relaxed)

@@ -143,5 +143,27 @@ async fn access_log_goes_to_the_nodes_file() {
     assert_eq!(line["request_id"], "rid-7");
     assert_eq!(line["upstream"], blue.addr.to_string());
     assert!(line["duration_ms"].as_f64().unwrap() >= 0.0);
+    assert_eq!(agent.shared().access_log.queued_bytes(), text.len() as u64);
+    agent.shutdown().await;
+}
+
+/// As App Mesh's Envoy: a virtual node without a `logging` block has no access log (nothing is
+/// encoded, nothing goes to stdout).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_logging_block_means_no_access_log() {
+    let app = http_backend("app").await;
+    let blue = http_backend("blue").await;
+    let doc = base(app.addr.port(), blue.addr.port());
+    assert!(!doc.contains("accessLog"));
+    let world = World::new(&doc);
+    let agent = world.start("front").await;
+    let c = HttpClient::new();
+    for _ in 0..5 {
+        assert_eq!(
+            c.get(agent.egress_addr, "svc.local", "/p").await.status,
+            StatusCode::OK
+        );
+    }
+    assert_eq!(agent.shared().access_log.queued_bytes(), 0);
     agent.shutdown().await;
 }

@@ -211,26 +211,29 @@ async fn handle(conn: &Conn, mut req: Request<RequestBody>) -> Response<Counted<
     };
     let status = resp.status().as_u16();
     decision.stats.response(status, start.elapsed());
-    shared.access_log.write(
-        cfg.access_log_path.as_ref(),
-        &Entry {
-            start_time: access_log::epoch_secs(started_at),
-            direction: "egress",
-            method: method.as_str(),
-            path: path.as_ref().map(|p| p.as_str()).unwrap_or("/"),
-            authority,
-            code: status,
-            bytes_received,
-            bytes_sent: content_length(resp.headers()),
-            duration_ms: start.elapsed().as_secs_f64() * 1000.0,
-            upstream: upstream_authority.as_ref().map_or("", |a| a.as_str()),
-            virtual_service: decision.virtual_service,
-            route: decision.route,
-            target_node: decision.target,
-            request_id: request_id.to_str().unwrap_or(""),
-            flags,
-        },
-    );
+    // As App Mesh's Envoy: no access log unless the virtual node configures one.
+    if let Some(log) = cfg.access_log_path.as_ref() {
+        shared.access_log.write(
+            Some(log),
+            &Entry {
+                start_time: access_log::epoch_secs(started_at),
+                direction: "egress",
+                method: method.as_str(),
+                path: path.as_ref().map(|p| p.as_str()).unwrap_or("/"),
+                authority,
+                code: status,
+                bytes_received,
+                bytes_sent: content_length(resp.headers()),
+                duration_ms: start.elapsed().as_secs_f64() * 1000.0,
+                upstream: upstream_authority.as_ref().map_or("", |a| a.as_str()),
+                virtual_service: decision.virtual_service,
+                route: decision.route,
+                target_node: decision.target,
+                request_id: request_id.to_str().unwrap_or(""),
+                flags,
+            },
+        );
+    }
     if let Some(s) = span.as_mut() {
         s.respond(status, flags, decision.retries.load(Ordering::Relaxed));
     }

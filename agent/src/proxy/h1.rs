@@ -604,9 +604,7 @@ enum Head {
 
 /// Parses a response head at the start of `buf` (consumed when complete; `None`: incomplete).
 fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head>, H1Error> {
-    // Field positions (name start, name end, value start, value end) within the head.
-    let mut fields: [FieldPos; MAX_HEADERS] = [(0, 0, 0, 0); MAX_HEADERS];
-    let (len, code, minor, count) = {
+    let (len, code, minor, fields) = {
         let mut raw = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
         let mut res = httparse::Response::new(&mut []);
         let len = match httparse::ParserConfig::default()
@@ -618,12 +616,11 @@ fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head>, H1
         if len > MAX_HEAD_BYTES {
             return Err(H1Error::HeadTooLarge);
         }
-        field_positions(buf, res.headers, &mut fields);
         (
             len,
             res.code.unwrap_or(0),
             res.version.unwrap_or(1),
-            res.headers.len(),
+            FieldPositions::of(buf, res.headers),
         )
     };
     let head = buf.split_to(len).freeze();
@@ -636,7 +633,7 @@ fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head>, H1
         }
         return Ok(Some(Head::Interim));
     }
-    let (mut headers, scan) = build_fields(&head, &fields[..count]).map_err(H1Error::Invalid)?;
+    let (mut headers, scan) = build_fields(&head, fields.as_slice()).map_err(H1Error::Invalid)?;
     let version = if minor == 0 {
         Version::HTTP_10
     } else {
@@ -675,21 +672,55 @@ fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head>, H1
 /// value end).
 pub(super) type FieldPos = (u32, u32, u32, u32);
 
-/// Notes where each field parsed out of `buf` is, so that once the head is split off the buffer
-/// and frozen, names and values can be taken from it without a copy.
-pub(super) fn field_positions(buf: &[u8], parsed: &[httparse::Header<'_>], into: &mut [FieldPos]) {
-    let base = buf.as_ptr() as usize;
-    for (slot, h) in into.iter_mut().zip(parsed) {
-        let ns = h.name.as_ptr() as usize - base;
-        let vs = h.value.as_ptr() as usize - base;
-        *slot = (
-            ns as u32,
-            (ns + h.name.len()) as u32,
-            vs as u32,
-            (vs + h.value.len()) as u32,
-        );
+/// Fields kept on the stack by [`FieldPositions`]; heads with more use the heap.
+const INLINE_FIELDS: usize = 24;
+
+/// Where each field parsed out of a read buffer is, so that once the head is split off the
+/// buffer and frozen, names and values can be taken from it without a copy. The usual few fields
+/// stay on the stack (zeroing a large array for every head would cost more than the parse).
+#[allow(clippy::large_enum_variant)] // On the stack by design: the heap is the rare case.
+pub(super) enum FieldPositions {
+    Inline(usize, [FieldPos; INLINE_FIELDS]),
+    Heap(Vec<FieldPos>),
+}
+
+impl FieldPositions {
+    /// The positions of `parsed`, parsed out of `buf`.
+    pub(super) fn of(buf: &[u8], parsed: &[httparse::Header<'_>]) -> FieldPositions {
+        let base = buf.as_ptr() as usize;
+        let at = |h: &httparse::Header<'_>| {
+            let ns = h.name.as_ptr() as usize - base;
+            let vs = h.value.as_ptr() as usize - base;
+            (
+                ns as u32,
+                (ns + h.name.len()) as u32,
+                vs as u32,
+                (vs + h.value.len()) as u32,
+            )
+        };
+        if parsed.len() <= INLINE_FIELDS {
+            let mut inline = [(0, 0, 0, 0); INLINE_FIELDS];
+            for (slot, h) in inline.iter_mut().zip(parsed) {
+                *slot = at(h);
+            }
+            FieldPositions::Inline(parsed.len(), inline)
+        } else {
+            FieldPositions::Heap(parsed.iter().map(at).collect())
+        }
+    }
+
+    pub(super) fn as_slice(&self) -> &[FieldPos] {
+        match self {
+            FieldPositions::Inline(n, a) => &a[..*n],
+            FieldPositions::Heap(v) => v,
+        }
     }
 }
+
+/// Room left in a head's field map for the fields the proxy adds (`x-request-id`,
+/// `x-forwarded-for`, trace context): a full map would be re-allocated and re-hashed on the first
+/// insert.
+const ADDED_FIELDS: usize = 4;
 
 /// The fields of `head` at `fields`, values sharing `head`'s memory, and what they say about
 /// framing. Repeated equal `Content-Length` fields are kept as one, so the framing forwarded to
@@ -698,7 +729,7 @@ pub(super) fn build_fields(
     head: &Bytes,
     fields: &[FieldPos],
 ) -> Result<(HeaderMap, FieldScan), &'static str> {
-    let mut headers = HeaderMap::with_capacity(fields.len());
+    let mut headers = HeaderMap::with_capacity(fields.len() + ADDED_FIELDS);
     let mut scan = FieldScan::default();
     for &(ns, ne, vs, ve) in fields {
         let name =

@@ -51,7 +51,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
-use super::h1::{self, BodyFraming, Chunked, FIRST_READ, FieldPos, Framing, H1Error, Step, Writer};
+use super::h1::{self, BodyFraming, Chunked, FIRST_READ, Framing, H1Error, Step, Writer};
 use crate::agent::Shared;
 use crate::metrics::LimitKind;
 
@@ -411,8 +411,7 @@ impl Refusal {
 
 /// Parses a request head at the start of `buf` (consumed when complete; `None`: incomplete).
 fn parse_request(buf: &mut BytesMut, limits: &Limits) -> Result<Option<Parsed>, Refusal> {
-    let mut fields: [FieldPos; MAX_HEADERS_CAP] = [(0, 0, 0, 0); MAX_HEADERS_CAP];
-    let (len, method, target, minor, count) = {
+    let (len, method, target, minor, fields) = {
         let mut raw =
             [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS_CAP];
         let room = limits.max_headers.clamp(1, MAX_HEADERS_CAP);
@@ -434,7 +433,6 @@ fn parse_request(buf: &mut BytesMut, limits: &Limits) -> Result<Option<Parsed>, 
         if len > limits.max_head_bytes {
             return Err(Refusal::TooLarge);
         }
-        h1::field_positions(buf, req.headers, &mut fields);
         let base = buf.as_ptr() as usize;
         let span = |s: &str| {
             let start = s.as_ptr() as usize - base;
@@ -445,7 +443,7 @@ fn parse_request(buf: &mut BytesMut, limits: &Limits) -> Result<Option<Parsed>, 
             span(req.method.unwrap_or_default()),
             span(req.path.unwrap_or_default()),
             req.version.unwrap_or(1),
-            req.headers.len(),
+            h1::FieldPositions::of(buf, req.headers),
         )
     };
     let head = buf.split_to(len).freeze();
@@ -453,7 +451,7 @@ fn parse_request(buf: &mut BytesMut, limits: &Limits) -> Result<Option<Parsed>, 
     let uri = http::Uri::from_maybe_shared(head.slice(target))
         .map_err(|_| Refusal::Malformed("request target"))?;
     let (mut headers, scan) =
-        h1::build_fields(&head, &fields[..count]).map_err(Refusal::Malformed)?;
+        h1::build_fields(&head, fields.as_slice()).map_err(Refusal::Malformed)?;
     let mut keep_alive = !scan.close && (minor == 1 || scan.keep_alive);
     let body = if scan.transfer_encoded {
         if minor == 0 {
@@ -1134,6 +1132,21 @@ mod tests {
                 assert!(matches!(p.body, super::BodyFraming::Length(2)));
                 assert_eq!(&buf[..], &wire[head_len..cut]);
             }
+        }
+        // Many fields (past those kept on the stack): every one kept, in order, values intact.
+        let many: String = (0..60).map(|i| format!("x-f{i}: value-{i}\r\n")).collect();
+        let wire = format!("GET / HTTP/1.1\r\n{many}\r\n");
+        let limits = super::Limits {
+            max_headers: 64,
+            ..LIMITS
+        };
+        let p = super::parse_request(&mut BytesMut::from(wire.as_bytes()), &limits)
+            .unwrap()
+            .unwrap();
+        assert_eq!(p.parts.headers.len(), 60);
+        for (i, (name, value)) in p.parts.headers.iter().enumerate() {
+            assert_eq!(name.as_str(), format!("x-f{i}"));
+            assert_eq!(value, &format!("value-{i}"));
         }
     }
 

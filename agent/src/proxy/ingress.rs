@@ -243,29 +243,32 @@ async fn handle(conn: &Conn, mut req: Request<RequestBody>) -> Response<Counted<
     let status = resp.status().as_u16();
     conn.stats.response(status, start.elapsed());
     let cfg = shared.config.load();
-    shared.access_log.write(
-        cfg.as_ref().and_then(|c| c.access_log_path.as_ref()),
-        &Entry {
-            start_time: access_log::epoch_secs(started_at),
-            direction: "ingress",
-            method: method.as_str(),
-            path: path.as_ref().map(|p| p.as_str()).unwrap_or("/"),
-            authority: authority
-                .as_ref()
-                .and_then(|a| a.to_str().ok())
-                .unwrap_or(""),
-            code: status,
-            bytes_received: 0,
-            bytes_sent: 0,
-            duration_ms: start.elapsed().as_secs_f64() * 1000.0,
-            upstream: conn.app_authority.as_str(),
-            virtual_service: "",
-            route: "",
-            target_node: cfg.as_ref().map(|c| c.table.node_name()).unwrap_or(""),
-            request_id: "",
-            flags,
-        },
-    );
+    // As App Mesh's Envoy: no access log unless the virtual node configures one.
+    if let Some(log) = cfg.as_ref().and_then(|c| c.access_log_path.as_ref()) {
+        shared.access_log.write(
+            Some(log),
+            &Entry {
+                start_time: access_log::epoch_secs(started_at),
+                direction: "ingress",
+                method: method.as_str(),
+                path: path.as_ref().map(|p| p.as_str()).unwrap_or("/"),
+                authority: authority
+                    .as_ref()
+                    .and_then(|a| a.to_str().ok())
+                    .unwrap_or(""),
+                code: status,
+                bytes_received: 0,
+                bytes_sent: 0,
+                duration_ms: start.elapsed().as_secs_f64() * 1000.0,
+                upstream: conn.app_authority.as_str(),
+                virtual_service: "",
+                route: "",
+                target_node: cfg.as_ref().map(|c| c.table.node_name()).unwrap_or(""),
+                request_id: "",
+                flags,
+            },
+        );
+    }
     if let Some(s) = span.as_mut() {
         s.respond(status, flags, 0);
     }
