@@ -10,6 +10,11 @@
 #  callgrind  `valgrind --tool=callgrind` over exactly $REQUESTS requests (h2load --h1, 16
 #             connections) and over none: stable instruction counts per function (inclusive
 #             and self), and the instructions per request (the difference of the two runs).
+#  order      regenerates agent/symbol-order.txt, the functions the agent runs laid out first in
+#             its binary (agent/build.rs): `valgrind --tool=callgrind --demangle=no` on the
+#             release binary itself (the names carry hashes of its exact build) over start, the
+#             first mesh load, $ORDER_REQUESTS HTTP/1.1 and h2c requests, admin reads and stop;
+#             every function of the binary that ran, hottest first. Rebuild after it.
 #  heap       `heaptrack` over the agent's life: start, $DURATION s of wrk at $CONNS connections
 #             (use CONNS=256 for the benchmark's peak), stop; prints the peak heap, the
 #             allocation sites holding most of it at the peak, and the peak RSS (VmHWM).
@@ -34,13 +39,15 @@ URL=http://127.0.0.1:15001/api/v1/items
 log() { printf '[profile %s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 [[ $(id -u) == 0 ]] || die "run as root"
-case $MODE in perf | callgrind | both | heap) ;; *) die "unknown mode '$MODE' (perf, callgrind, both or heap)" ;; esac
+case $MODE in perf | callgrind | both | heap | order) ;; *) die "unknown mode '$MODE' (perf, callgrind, both, heap or order)" ;; esac
+ORDER_REQUESTS=${ORDER_REQUESTS:-2000}
 need_pkgs=()
 command -v wrk >/dev/null || need_pkgs+=(wrk)
 command -v h2load >/dev/null || need_pkgs+=(nghttp2-client)
 command -v taskset >/dev/null || need_pkgs+=(util-linux)
 [[ $MODE != perf && $MODE != both ]] || command -v perf >/dev/null || need_pkgs+=(linux-perf)
-[[ $MODE != callgrind && $MODE != both ]] || command -v valgrind >/dev/null || need_pkgs+=(valgrind)
+[[ $MODE != callgrind && $MODE != both && $MODE != order ]] || command -v valgrind >/dev/null || need_pkgs+=(valgrind)
+[[ $MODE != order ]] || command -v curl >/dev/null || need_pkgs+=(curl)
 [[ $MODE != heap ]] || command -v heaptrack >/dev/null || need_pkgs+=(heaptrack)
 if ((${#need_pkgs[@]})); then
     log "installing ${need_pkgs[*]}"
@@ -48,7 +55,13 @@ if ((${#need_pkgs[@]})); then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}" >/dev/null
 fi
 
-if [[ ${SKIP_BUILD:-0} != 1 ]]; then
+if [[ ${SKIP_BUILD:-0} != 1 && $MODE == order ]]; then
+    # Built alone, as the image (agent/Dockerfile) and tests/perf/run.sh build it: built together
+    # with another package, shared dependencies get other features and every name another hash.
+    log "building the release binaries"
+    (cd "$ROOT" && cargo build -q --release -p taskmesh-agent --bin taskmesh-agent &&
+        cargo build -q --release -p taskmesh-e2e --bin perf-backend)
+elif [[ ${SKIP_BUILD:-0} != 1 ]]; then
     log "building the agent with symbols (cargo profile 'profiling')"
     (cd "$ROOT" && cargo build -q -p taskmesh-agent --bin taskmesh-agent --profile profiling \
         --config 'profile.profiling.inherits="release"' --config 'profile.profiling.strip="none"' \
@@ -152,6 +165,33 @@ if [[ $MODE == callgrind || $MODE == both ]]; then
     log "callgrind: self (top 40)"
     callgrind_annotate "$dump" 2>/dev/null >"$RUN/callgrind-self.txt"
     sed -n '/^Ir/,$p' "$RUN/callgrind-self.txt" | sed -n 1,43p
+fi
+if [[ $MODE == order ]]; then
+    RELEASE_AGENT=$TARGET_DIR/release/taskmesh-agent
+    nm "$RELEASE_AGENT" >/dev/null 2>&1 || die "$RELEASE_AGENT has no symbol table"
+    out=$RUN/callgrind.order.out
+    ip netns exec "$NS" taskset -c "$PROXY_CPU" env "${agent_env[@]}" LISTENER_DRAIN_WAIT_TIME_S=0 valgrind --tool=callgrind \
+        --demangle=no --callgrind-out-file="$out" "$RELEASE_AGENT" >"$RUN/agent-order.log" 2>&1 &
+    pid=$!
+    wait_port 15001
+    wait_port 9901
+    sleep 2
+    nsx curl -sf -o /dev/null http://127.0.0.1:9901/ready
+    nsx curl -sf -o /dev/null http://127.0.0.1:9901/stats/prometheus
+    nsx taskset -c "$LOAD_CPU" h2load --h1 -t1 -c16 -n "$ORDER_REQUESTS" -H ":authority: $HOST" "$URL" |
+        grep -E '^(finished|requests|status)' >&2
+    nsx taskset -c "$LOAD_CPU" h2load -t1 -c4 -m10 -n "$ORDER_REQUESTS" -H ":authority: $HOST" "$URL" |
+        grep -E '^(finished|requests|status)' >&2
+    sleep 2
+    kill -TERM "$pid"
+    wait "$pid" 2>/dev/null || true
+    # Every function of the agent's own binary with a cost, hottest first (self cost).
+    callgrind_annotate --threshold=100 "$out" 2>/dev/null |
+        awk -v bin="[$RELEASE_AGENT]" '$NF == bin { f = $(NF - 1); sub(/^.*:/, "", f); if (f !~ /^0x/) print f }' >"$RUN/order.txt"
+    n=$(wc -l <"$RUN/order.txt")
+    ((n > 500)) || die "only $n functions found in $out"
+    cp "$RUN/order.txt" "$ROOT/agent/symbol-order.txt"
+    log "agent/symbol-order.txt: $n functions; rebuild the agent to lay them out"
 fi
 if [[ $MODE == heap ]]; then
     ip netns exec "$NS" taskset -c "$PROXY_CPU" env "${agent_env[@]}" LISTENER_DRAIN_WAIT_TIME_S=0 \

@@ -134,6 +134,8 @@ def main(meta_path, results_path):
     w(f"- Load average (1, 5, 15 min) before the runs: {meta['load_before']}; after: {meta['load_after']}"
       f" (run started {meta['started']})")
     w(f"- taskmesh commit {meta['commit']}; {meta['rustc']}; release profile (fat LTO, 1 codegen unit)")
+    if meta.get("symbol_order"):
+        w(f"- Code layout (agent/build.rs, `tests/perf/profile.sh order`): {meta['symbol_order']}")
     w(f"- nginx {meta['nginx']}; {meta['haproxy']}; {meta['wrk']}; {meta['h2load']}; {meta['iperf3']}")
     w("")
     w("## Set-up")

@@ -395,6 +395,17 @@ if [[ $SKIP_BENCH != 1 ]]; then
         die "cargo bench failed: $(tail -20 "$RUN/criterion.txt")"
 fi
 
+# How many of the names in agent/symbol-order.txt (agent/build.rs) the benchmarked binary has: a
+# list gone stale (dependencies or the compiler changed) no longer lays the agent's code out.
+symbol_order_coverage() {
+    local list=$ROOT/agent/symbol-order.txt bin=$TARGET_DIR/release/taskmesh-agent
+    [[ -f $list ]] || { echo "no list"; return; }
+    local total found
+    total=$(wc -l <"$list")
+    found=$(nm --defined-only "$bin" 2>/dev/null | awk '{ print $3 }' | sort -u | comm -12 - <(sort -u "$list") | wc -l)
+    echo "$found of $total functions of agent/symbol-order.txt found in the binary"
+}
+
 # ---- 7. report --------------------------------------------------------------------------------
 {
     echo "{\"started\": \"$STARTED\", \"load_before\": \"$LOAD_BEFORE\", \"load_after\": \"$LOAD_AFTER\","
@@ -408,7 +419,7 @@ fi
     echo " \"duration\": $DURATION, \"warmup\": $WARMUP, \"proxy_cpu\": $PROXY_CPU, \"load_cpu\": $LOAD_CPU,"
     echo " \"host\": \"$HOST\", \"path\": \"$URL_PATH\", \"h2_conns\": $H2_CONNS, \"h2_streams\": $H2_STREAMS,"
     echo " \"tcp_seconds\": $TCP_SECONDS, \"criterion_dir\": \"$TARGET_DIR/criterion\", \"bench_since\": $BENCH_SINCE,"
-    echo " \"skip_bench\": $SKIP_BENCH}"
+    echo " \"skip_bench\": $SKIP_BENCH, \"symbol_order\": \"$(symbol_order_coverage)\"}"
 } >"$RUN/meta.json"
 python3 "$PERF/report.py" "$RUN/meta.json" "$RESULTS" >"$OUT"
 log "wrote $OUT (raw results: $RUN)"
