@@ -100,7 +100,12 @@ fn simple_doc(app: u16, blue: u16) -> String {
 async fn sigterm_drains_in_flight_requests_and_exits_zero() {
     let app = http_backend("app").await;
     let blue = http_backend("blue").await;
-    let world = World::new(&simple_doc(app.addr.port(), blue.addr.port()));
+    // The access log on stdout, as App Mesh documents it (`/dev/stdout`).
+    let mut doc: serde_json::Value =
+        serde_json::from_str(&simple_doc(app.addr.port(), blue.addr.port())).unwrap();
+    doc["virtualNodes"][0]["spec"]["logging"] =
+        json!({"accessLog": {"file": {"path": "/dev/stdout"}}});
+    let world = World::new(&doc.to_string());
     let mut p = spawn_agent(&world, "front", 10);
     wait_health(p.admin, 0).await;
     let eg: std::net::SocketAddr = format!("127.0.0.1:{}", p.egress).parse().unwrap();
