@@ -229,39 +229,57 @@ impl Cluster {
         discovery: &Discovery,
     ) -> Result<Arc<HostSet>, DiscoveryError> {
         let addrs = resolver.endpoints(discovery, self.port).await?;
+        Ok(self.adopt(addrs))
+    }
+
+    /// Makes `addrs` the endpoint set, keeping the state of the endpoints that stay. Concurrent
+    /// refreshes (the first requests of a new target all resolve at once) each build on the set
+    /// the other installed (compare-and-swap, retried), so no two `Host`s for one address ever
+    /// coexist and no request is counted on a set that is then thrown away.
+    fn adopt(&self, addrs: Arc<[SocketAddr]>) -> Arc<HostSet> {
         let current = self.hosts.load_full();
         if Arc::ptr_eq(&current.addrs, &addrs) {
-            return Ok(current);
+            // The usual case: discovery answered from its cache.
+            return current;
         }
-        if current.addrs[..] == addrs[..] {
-            // Same endpoints in a new list: adopt the list so the next check is a pointer one.
-            let same = Arc::new(HostSet {
-                addrs,
-                hosts: current.hosts.clone(),
-            });
-            self.hosts.store(same.clone());
-            return Ok(same);
-        }
-        let hosts: Box<[Arc<Host>]> = addrs
-            .iter()
-            .map(|a| {
-                current
-                    .hosts
+        let mut changed = false;
+        self.hosts.rcu(|current| {
+            changed = false;
+            if Arc::ptr_eq(&current.addrs, &addrs) {
+                return Arc::clone(current);
+            }
+            let hosts = if current.addrs[..] == addrs[..] {
+                // Same endpoints in a new list: adopt the list so the next check is a pointer one.
+                current.hosts.clone()
+            } else {
+                changed = true;
+                addrs
                     .iter()
-                    .find(|h| h.addr == *a)
-                    .cloned()
-                    .unwrap_or_else(|| Arc::new(Host::new(*a)))
+                    .map(|a| {
+                        current
+                            .hosts
+                            .iter()
+                            .find(|h| h.addr == *a)
+                            .cloned()
+                            .unwrap_or_else(|| Arc::new(Host::new(*a)))
+                    })
+                    .collect()
+            };
+            Arc::new(HostSet {
+                addrs: addrs.clone(),
+                hosts,
             })
-            .collect();
-        tracing::info!(
-            target_node = &*self.node,
-            port = self.port,
-            endpoints = hosts.len(),
-            "endpoint set changed"
-        );
-        let set = Arc::new(HostSet { addrs, hosts });
-        self.hosts.store(set.clone());
-        Ok(set)
+        });
+        let set = self.hosts.load_full();
+        if changed {
+            tracing::info!(
+                target_node = &*self.node,
+                port = self.port,
+                endpoints = set.hosts.len(),
+                "endpoint set changed"
+            );
+        }
+        set
     }
 
     /// Picks an endpoint of `set` (power of two choices over in-flight requests, ejected,
@@ -318,5 +336,52 @@ impl Routed {
     /// Takes the first endpoint's in-flight guard (once).
     pub fn take_first(&self) -> Option<InFlight> {
         self.first.lock().ok().and_then(|mut f| f.take())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering;
+    use std::sync::{Arc, Barrier};
+
+    use super::{Cluster, Tried};
+
+    /// The first requests to a new target resolve it at the same time: every request must be
+    /// counted on the endpoint objects that stay (the admin's `rq_total` once undercounted by
+    /// the requests picked on a set another refresh replaced).
+    #[test]
+    fn concurrent_first_refreshes_share_their_endpoints() {
+        const THREADS: usize = 8;
+        for round in 0..200 {
+            let cluster = Arc::new(Cluster::new("api", 8080));
+            let addrs: Arc<[std::net::SocketAddr]> = Arc::from([
+                "127.0.0.1:8080".parse().unwrap(),
+                "127.0.0.2:8080".parse().unwrap(),
+            ]);
+            let barrier = Arc::new(Barrier::new(THREADS));
+            let threads: Vec<_> = (0..THREADS)
+                .map(|_| {
+                    let (cluster, barrier) = (cluster.clone(), barrier.clone());
+                    // Each thread resolves to an equal list of its own, as separate lookups do.
+                    let addrs: Arc<[std::net::SocketAddr]> = Arc::from(&addrs[..]);
+                    std::thread::spawn(move || {
+                        barrier.wait();
+                        let set = cluster.adopt(addrs);
+                        drop(cluster.pick(&set, Tried::default()));
+                    })
+                })
+                .collect();
+            for t in threads {
+                t.join().unwrap();
+            }
+            let set = cluster.hosts();
+            let counted: u64 = set
+                .hosts
+                .iter()
+                .map(|h| h.rq_total.load(Ordering::Relaxed))
+                .sum();
+            assert_eq!(counted, THREADS as u64, "round {round}");
+            assert_eq!(set.hosts.len(), 2);
+        }
     }
 }
