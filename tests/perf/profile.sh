@@ -65,7 +65,8 @@ elif [[ ${SKIP_BUILD:-0} != 1 ]]; then
     log "building the agent with symbols (cargo profile 'profiling')"
     (cd "$ROOT" && cargo build -q -p taskmesh-agent --bin taskmesh-agent --profile profiling \
         --config 'profile.profiling.inherits="release"' --config 'profile.profiling.strip="none"' \
-        --config 'profile.profiling.debug="line-tables-only"' &&
+        --config 'profile.profiling.debug="line-tables-only"' \
+        --config 'profile.profiling.package.taskmesh-agent.strip="none"' &&
         cargo build --release -q -p taskmesh-e2e --bin perf-backend)
 fi
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
