@@ -125,6 +125,19 @@ pub async fn run(shared: Arc<Shared>, mut source: Source) {
     }
 }
 
+/// Whether a watcher event can mean new content. Opening and reading the file (as every fetch
+/// does) and attribute changes cannot: taken as changes, each fetch's own read would start the
+/// next fetch, re-reading the document ~20 times a second forever.
+fn changes_content(kind: &notify::EventKind) -> bool {
+    use notify::EventKind;
+    use notify::event::ModifyKind;
+    match kind {
+        EventKind::Access(_) | EventKind::Modify(ModifyKind::Metadata(_)) => false,
+        EventKind::Any | EventKind::Create(_) | EventKind::Modify(_) | EventKind::Remove(_) => true,
+        EventKind::Other => false,
+    }
+}
+
 /// Watches the directory of `path` (files are often replaced by rename) and signals changes.
 fn watch(path: &Path) -> (Option<notify::RecommendedWatcher>, mpsc::Receiver<()>) {
     let (tx, rx) = mpsc::channel(1);
@@ -136,6 +149,7 @@ fn watch(path: &Path) -> (Option<notify::RecommendedWatcher>, mpsc::Receiver<()>
         .to_path_buf();
     let handler = move |ev: notify::Result<notify::Event>| {
         if let Ok(ev) = ev
+            && changes_content(&ev.kind)
             && ev
                 .paths
                 .iter()
@@ -156,5 +170,43 @@ fn watch(path: &Path) -> (Option<notify::RecommendedWatcher>, mpsc::Receiver<()>
             tracing::warn!(error = %e, "no file watcher; polling only");
             (None, rx)
         }
+    }
+}
+
+#[cfg(test)]
+mod watch_tests {
+    use std::time::Duration;
+
+    /// Reading the watched document (each fetch does) is not a change; writing it, or replacing
+    /// it by rename, is.
+    #[tokio::test]
+    async fn reads_are_not_changes_writes_and_renames_are() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mesh.yaml");
+        std::fs::write(&path, "meshName: m\n").unwrap();
+        let (_w, mut rx) = super::watch(&path);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        while rx.try_recv().is_ok() {}
+        for _ in 0..5 {
+            let _ = std::fs::read(&path).unwrap();
+        }
+        assert!(
+            tokio::time::timeout(Duration::from_millis(500), rx.recv())
+                .await
+                .is_err(),
+            "a read was taken for a change"
+        );
+        std::fs::write(&path, "meshName: m2\n").unwrap();
+        tokio::time::timeout(Duration::from_secs(5), rx.recv())
+            .await
+            .expect("a write is a change");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        while rx.try_recv().is_ok() {}
+        let tmp = dir.path().join(".mesh.yaml.tmp");
+        std::fs::write(&tmp, "meshName: m3\n").unwrap();
+        std::fs::rename(&tmp, &path).unwrap();
+        tokio::time::timeout(Duration::from_secs(5), rx.recv())
+            .await
+            .expect("a rename onto the file is a change");
     }
 }
