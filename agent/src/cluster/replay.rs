@@ -11,11 +11,11 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
-use crate::proxy::RequestBody;
 use bytes::Bytes;
 use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
 
+use crate::proxy::RequestBody;
 use crate::proxy::body::Counted;
 
 /// Most request-body bytes kept for a retry (64 KiB). A larger body is streamed and not retried.

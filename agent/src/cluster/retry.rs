@@ -16,7 +16,6 @@ use std::sync::LazyLock;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use crate::proxy::RequestBody;
 use http::{HeaderMap, Request, Response, StatusCode};
 use http_body::Body;
 use http_body_util::Either;
@@ -29,7 +28,7 @@ use super::{Cluster, InFlight, Routed};
 use crate::metrics::RouteStats;
 use crate::proxy::body::Counted;
 use crate::proxy::pool::{UpstreamBody, UpstreamError, UpstreamResponseBody};
-use crate::proxy::{ProxyBody, http_forward, local_response};
+use crate::proxy::{ProxyBody, RequestBody, http_forward, local_response};
 
 /// Retries always allowed in flight per cluster (Envoy's `min_retry_concurrency`).
 pub const MIN_RETRY_CONCURRENCY: u64 = 3;

@@ -37,6 +37,7 @@ use http_body::{Body, Frame, SizeHint};
 use tokio::io::AsyncWrite;
 use tokio::net::TcpStream;
 
+use super::BoxError;
 use super::pool::UpstreamBody;
 
 /// Largest response head (status line and fields) accepted, and largest trailer section.
@@ -226,8 +227,6 @@ pub(super) enum Framing {
     /// Until the connection closes (a response to an HTTP/1.0 client of unknown length).
     UntilClose,
 }
-
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Writes a message: the head already encoded in the connection's `out` buffer, then the body's
 /// frames as they come. Used for requests to upstreams and for responses to clients.

@@ -51,11 +51,10 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
+use super::BoxError;
 use super::h1::{self, BodyFraming, Chunked, FIRST_READ, Framing, H1Error, Step, Writer};
 use crate::agent::Shared;
 use crate::metrics::LimitKind;
-
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Most request fields the parser has room for: a larger `--max-headers` is capped here.
 pub const MAX_HEADERS_CAP: usize = 256;

@@ -1,8 +1,9 @@
 //! The traffic path. `egress.rs` (the app's outbound connections, 15001), `ingress.rs`
 //! (connections to the app, 15000), `tcp.rs` (opaque forwarding), `http_forward.rs` (request and
-//! response rewriting), `body.rs` (byte counting and span completion), `pool.rs` (upstream keep-alive), `h1.rs` (the HTTP/1.1 client codec of pooled upstream connections), `h1_server.rs` (the HTTP/1.1
-//! server codec of plaintext client connections), `original_dst.rs` (where a redirected
-//! connection was going), `limits.rs` (hostile clients). This file runs the accept loops: the
+//! response rewriting), `body.rs` (byte counting and span completion), `pool.rs` (upstream
+//! keep-alive), `h1.rs` (the HTTP/1.1 client codec of pooled upstream connections),
+//! `h1_server.rs` (the HTTP/1.1 server codec of plaintext client connections),
+//! `original_dst.rs` (where a redirected connection was going), `limits.rs` (hostile clients). This file runs the accept loops: the
 //! connection cap, per-connection tasks, and graceful drain.
 
 pub mod body;
@@ -133,7 +134,8 @@ where
     run_hyper_connection(shared, conn, |c| c.graceful_shutdown()).await;
 }
 
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// The boxed error of bodies and connections whose errors come from several sources.
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Runs a hyper server connection to its end, shutting it down gracefully (`shutdown`) when the
 /// agent drains, and counts the limits its error shows were hit.

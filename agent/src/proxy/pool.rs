@@ -14,14 +14,12 @@ use bytes::Bytes;
 use http::{Request, Response};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
-
-use crate::proxy::RequestBody;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::net::TcpStream;
 
-use super::h1;
+use super::{BoxError, RequestBody, h1};
 
 /// How long to wait for an upstream TCP connection.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -94,8 +92,6 @@ impl UpstreamError {
 ///
 /// Boxed: a request is moved through the retry loop and the exchange, and stays small.
 pub struct UpstreamBody(Pin<Box<dyn Body<Data = Bytes, Error = BoxError> + Send>>);
-
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 impl UpstreamBody {
     /// Any body (tests, and sources other than a client's request).
