@@ -145,6 +145,19 @@ pub struct Settings {
 }
 
 impl Settings {
+    /// An agent for a unit test: no mesh document to load, every listener on a free loopback
+    /// port, the last-good cache under `dir`.
+    #[cfg(test)]
+    pub fn for_unit_test(dir: &std::path::Path) -> Settings {
+        let mut s = Settings::new("mesh/m/virtualNode/n", "file:///nonexistent/mesh.yaml");
+        s.listen_addr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+        s.ingress_port = 0;
+        s.egress_port = 0;
+        s.admin_addr = Some("127.0.0.1:0".into());
+        s.cache = dir.join("last-good.json");
+        s
+    }
+
     /// Defaults of the runtime contract with the given node and source; ports as given.
     pub fn new(node: impl Into<String>, config: impl Into<String>) -> Settings {
         Settings {

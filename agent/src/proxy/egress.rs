@@ -487,13 +487,9 @@ mod tests {
     #[tokio::test]
     async fn per_connection_futures_stay_small() {
         let dir = tempfile::tempdir().unwrap();
-        let mut s = crate::Settings::new("mesh/m/virtualNode/n", "file:///nonexistent/mesh.yaml");
-        s.listen_addr = "127.0.0.1".parse().unwrap();
-        s.ingress_port = 0;
-        s.egress_port = 0;
-        s.admin_addr = Some("127.0.0.1:0".into());
-        s.cache = dir.path().join("last-good.json");
-        let agent = crate::Agent::start(s).await.unwrap();
+        let agent = crate::Agent::start(crate::Settings::for_unit_test(dir.path()))
+            .await
+            .unwrap();
         let shared = agent.shared().clone();
         let builder = crate::proxy::limits::server_builder(&shared.settings);
 

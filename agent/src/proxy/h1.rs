@@ -1085,6 +1085,22 @@ impl Body for ResponseBody {
     }
 }
 
+/// `seed` with one to three random edits: a byte replaced, a byte of `awkward` inserted, or the
+/// end cut off (the mangling of the parsers' robustness tests).
+#[cfg(test)]
+pub(super) fn mangled(seed: &[u8], awkward: &[u8], rng: &mut impl rand::Rng) -> Vec<u8> {
+    let mut wire = seed.to_vec();
+    for _ in 0..rng.random_range(1..4) {
+        let at = rng.random_range(0..wire.len());
+        match rng.random_range(0..3) {
+            0 => wire[at] = rng.random(),
+            1 => wire.insert(at, awkward[rng.random_range(0..awkward.len())]),
+            _ => wire.truncate(at.max(1)),
+        }
+    }
+    wire
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1365,7 +1381,7 @@ mod tests {
     /// the chunked decoder, and whatever they accept is consistent.
     #[test]
     fn mangled_responses_never_panic() {
-        use rand::{Rng, SeedableRng};
+        use rand::SeedableRng;
         let seeds: [&[u8]; 4] = [
             b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\nx-a: b\r\n\r\nhello",
             b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\nx-t: 1\r\n\r\n",
@@ -1375,15 +1391,7 @@ mod tests {
         const AWKWARD: &[u8] = b"\r\n:;0 \t\x00\xff";
         let mut rng = rand::rngs::StdRng::seed_from_u64(0x051d_eca7);
         for round in 0..20_000 {
-            let mut wire = seeds[round % seeds.len()].to_vec();
-            for _ in 0..rng.random_range(1..4) {
-                let at = rng.random_range(0..wire.len());
-                match rng.random_range(0..3) {
-                    0 => wire[at] = rng.random(),
-                    1 => wire.insert(at, AWKWARD[rng.random_range(0..AWKWARD.len())]),
-                    _ => wire.truncate(at.max(1)),
-                }
-            }
+            let wire = super::mangled(seeds[round % seeds.len()], AWKWARD, &mut rng);
             let mut buf = BytesMut::from(&wire[..]);
             loop {
                 match parse_head(&mut buf, round % 7 == 0) {

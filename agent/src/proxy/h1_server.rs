@@ -1007,16 +1007,12 @@ mod tests {
         addr: SocketAddr,
         cancelled: Arc<AtomicUsize>,
         agent: crate::AgentHandle,
+        _dir: tempfile::TempDir,
     }
 
     async fn server(tune: impl FnOnce(&mut crate::Settings)) -> TestServer {
         let dir = tempfile::tempdir().unwrap();
-        let mut s = crate::Settings::new("mesh/m/virtualNode/n", "file:///nonexistent/mesh.yaml");
-        s.listen_addr = "127.0.0.1".parse().unwrap();
-        s.ingress_port = 0;
-        s.egress_port = 0;
-        s.admin_addr = Some("127.0.0.1:0".into());
-        s.cache = dir.keep().join("last-good.json");
+        let mut s = crate::Settings::for_unit_test(dir.path());
         tune(&mut s);
         let agent = crate::Agent::start(s).await.unwrap();
         let shared = agent.shared().clone();
@@ -1041,6 +1037,7 @@ mod tests {
             addr,
             cancelled,
             agent,
+            _dir: dir,
         }
     }
 
@@ -1048,6 +1045,11 @@ mod tests {
     async fn exchange(addr: SocketAddr, raw: &[u8]) -> String {
         let mut s = TcpStream::connect(addr).await.unwrap();
         s.write_all(raw).await.unwrap();
+        read_to_close(&mut s).await
+    }
+
+    /// Reads until the server closes the connection (at most 10 s).
+    async fn read_to_close(s: &mut TcpStream) -> String {
         let mut buf = Vec::new();
         tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut buf))
             .await
@@ -1067,7 +1069,7 @@ mod tests {
     /// ambiguous framing never keeps the connection.
     #[test]
     fn mangled_request_heads_never_panic() {
-        use rand::{Rng, SeedableRng};
+        use rand::SeedableRng;
         let seeds: [&[u8]; 4] = [
             b"POST /a?b=c HTTP/1.1\r\nhost: x\r\ncontent-length: 5\r\nx-a: b\r\n\r\nhello",
             b"POST http://x/y HTTP/1.1\r\ntransfer-encoding: gzip, chunked\r\ncontent-length: 3\r\n\r\n0\r\n\r\n",
@@ -1078,15 +1080,7 @@ mod tests {
         let mut rng = rand::rngs::StdRng::seed_from_u64(0x5e5e_0001);
         let mut accepted = 0;
         for round in 0..20_000 {
-            let mut wire = seeds[round % seeds.len()].to_vec();
-            for _ in 0..rng.random_range(1..4) {
-                let at = rng.random_range(0..wire.len());
-                match rng.random_range(0..3) {
-                    0 => wire[at] = rng.random(),
-                    1 => wire.insert(at, AWKWARD[rng.random_range(0..AWKWARD.len())]),
-                    _ => wire.truncate(at.max(1)),
-                }
-            }
+            let wire = super::h1::mangled(seeds[round % seeds.len()], AWKWARD, &mut rng);
             let mut buf = BytesMut::from(&wire[..]);
             let Ok(Some(p)) = super::parse_request(&mut buf, &LIMITS) else {
                 continue;
@@ -1282,9 +1276,7 @@ mod tests {
         s.write_all(b"GET /plain HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
             .await
             .unwrap();
-        let mut rest = Vec::new();
-        s.read_to_end(&mut rest).await.unwrap();
-        let rest = String::from_utf8_lossy(&rest);
+        let rest = read_to_close(&mut s).await;
         assert!(rest.starts_with("HTTP/1.1 200 OK\r\n"), "{rest}");
         assert!(rest.contains("\r\n\r\nbodyHTTP/1.1 200 OK\r\n"), "{rest}");
 
@@ -1314,12 +1306,7 @@ mod tests {
             .await
             .unwrap();
         s.write_all(&[b'G'; 64 * 1024]).await.unwrap();
-        let mut buf = Vec::new();
-        tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut buf))
-            .await
-            .unwrap()
-            .unwrap();
-        let r = String::from_utf8_lossy(&buf);
+        let r = read_to_close(&mut s).await;
         assert!(
             r.starts_with("HTTP/1.1 200 OK\r\n") && r.ends_with("ignored"),
             "{r}"
@@ -1395,18 +1382,13 @@ mod tests {
         busy.write_all(b"GET /plain HTTP/1.1\r\n").await.unwrap();
         tokio::time::sleep(Duration::from_millis(100)).await;
         t.agent.shared().lifecycle.drain("test", true);
-        let mut buf = Vec::new();
-        tokio::time::timeout(Duration::from_secs(5), idle.read_to_end(&mut buf))
-            .await
-            .expect("idle connection closed")
-            .unwrap();
-        assert!(buf.is_empty());
+        assert_eq!(
+            read_to_close(&mut idle).await,
+            "",
+            "idle connection closed at once"
+        );
         busy.write_all(b"Host: a\r\n\r\n").await.unwrap();
-        tokio::time::timeout(Duration::from_secs(5), busy.read_to_end(&mut buf))
-            .await
-            .expect("busy connection closed after its response")
-            .unwrap();
-        let r = String::from_utf8_lossy(&buf);
+        let r = read_to_close(&mut busy).await;
         assert!(
             r.starts_with("HTTP/1.1 200 ") && r.contains("connection: close\r\n"),
             "{r}"
