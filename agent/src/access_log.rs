@@ -1,5 +1,6 @@
-//! Access log: one JSON line per proxied request, on stdout or appended to the virtual node's
-//! `logging.accessLog.file.path` (`/dev/stdout` also works there).
+//! Access log: one JSON line per proxied request, appended to the virtual node's
+//! `logging.accessLog.file.path` (`/dev/stdout`: the agent's stdout). A node without one has no
+//! access log (the handlers do not call [`AccessLog::write`]).
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -185,9 +186,8 @@ struct Inner {
 /// Lines waiting to be written, grouped by destination in arrival order.
 #[derive(Default)]
 struct Batch {
-    /// `(destination, lines)`; `None` is stdout. Consecutive lines for the same destination
-    /// share one chunk.
-    chunks: Vec<(Option<Arc<str>>, Vec<u8>)>,
+    /// `(destination, lines)`. Consecutive lines for the same destination share one chunk.
+    chunks: Vec<(Arc<str>, Vec<u8>)>,
     /// Emptied buffers kept for reuse, so the steady state allocates nothing.
     spare: Vec<Vec<u8>>,
     pending: usize,
@@ -225,8 +225,8 @@ impl AccessLog {
         AccessLog { inner }
     }
 
-    /// Queues `entry` for `path` (when given) or stdout.
-    pub fn write(&self, path: Option<&Arc<str>>, entry: &Entry<'_>) {
+    /// Queues `entry` for `path`.
+    pub fn write(&self, path: &Arc<str>, entry: &Entry<'_>) {
         if !self.inner.writer_alive.load(Ordering::Relaxed) {
             return;
         }
@@ -238,13 +238,10 @@ impl AccessLog {
             self.inner.dropped.fetch_add(1, Ordering::Relaxed);
             return;
         }
-        let same = b
-            .chunks
-            .last()
-            .is_some_and(|(p, _)| p.as_deref() == path.map(|p| &**p));
+        let same = b.chunks.last().is_some_and(|(p, _)| p == path);
         if !same {
             let buf = b.spare.pop().unwrap_or_default();
-            b.chunks.push((path.cloned(), buf));
+            b.chunks.push((path.clone(), buf));
         }
         let Some((_, buf)) = b.chunks.last_mut() else {
             return;
@@ -302,7 +299,7 @@ impl AccessLog {
 fn writer(inner: &Inner) {
     let mut stdout = std::io::stdout();
     let mut file: Option<(Arc<str>, File)> = None;
-    let mut out: Vec<(Option<Arc<str>>, Vec<u8>)> = Vec::new();
+    let mut out: Vec<(Arc<str>, Vec<u8>)> = Vec::new();
     let mut upto = 0u64;
     loop {
         {
@@ -335,25 +332,22 @@ fn writer(inner: &Inner) {
             std::mem::swap(&mut out, &mut b.chunks);
         }
         for (path, lines) in &out {
-            write_lines(&mut stdout, &mut file, path.as_deref(), lines);
+            write_lines(&mut stdout, &mut file, path, lines);
         }
     }
 }
 
-/// Writes `lines` to `path` (`None` or `/dev/stdout`: stdout), keeping the last file open.
+/// Writes `lines` to `p` (`/dev/stdout`: stdout), keeping the last file open.
 fn write_lines(
     stdout: &mut std::io::Stdout,
     file: &mut Option<(Arc<str>, File)>,
-    path: Option<&str>,
+    p: &str,
     lines: &[u8],
 ) {
-    let p = match path {
-        None | Some("/dev/stdout") => {
-            let _ = stdout.lock().write_all(lines);
-            return;
-        }
-        Some(p) => p,
-    };
+    if p == "/dev/stdout" {
+        let _ = stdout.lock().write_all(lines);
+        return;
+    }
     if file.as_ref().map(|(q, _)| &**q) != Some(p) {
         *file = None;
         match OpenOptions::new().create(true).append(true).open(p) {
@@ -495,7 +489,7 @@ mod tests {
         let ids: Vec<String> = (0..3000).map(|i| format!("id-{i}")).collect();
         for (i, id) in ids.iter().enumerate() {
             let path = if i % 3 == 0 { &b } else { &a };
-            log.write(Some(path), &entry(200, id));
+            log.write(path, &entry(200, id));
         }
         log.flush(Duration::from_secs(5));
         let got_a = lines(std::path::Path::new(&*a));
@@ -520,7 +514,7 @@ mod tests {
         let p = dir.path().join("c.log");
         let path: Arc<str> = Arc::from(p.to_str().unwrap());
         let log = AccessLog::new();
-        log.write(Some(&path), &entry(404, "lonely"));
+        log.write(&path, &entry(404, "lonely"));
         let deadline = std::time::Instant::now() + FLUSH_INTERVAL * 20;
         while lines(&p).is_empty() && std::time::Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(10));
@@ -541,12 +535,12 @@ mod tests {
         let log = AccessLog::new();
         // The first line sends the writer to open a FIFO nobody reads: it blocks there, so
         // everything written afterwards stays pending.
-        log.write(Some(&path), &entry(200, "x"));
+        log.write(&path, &entry(200, "x"));
         std::thread::sleep(FLUSH_INTERVAL * 5);
         let per_line = serde_json::to_vec(&entry(200, "x")).unwrap().len() + 1;
         let fit = MAX_PENDING_BYTES.div_ceil(per_line);
         for _ in 0..fit + 1000 {
-            log.write(Some(&path), &entry(200, "x"));
+            log.write(&path, &entry(200, "x"));
         }
         assert_eq!(log.dropped(), 1000);
         // Unblock the writer (open the read end) so the thread can finish.

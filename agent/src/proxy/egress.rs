@@ -214,7 +214,7 @@ async fn handle(conn: &Conn, mut req: Request<RequestBody>) -> Response<Counted<
     // As App Mesh's Envoy: no access log unless the virtual node configures one.
     if let Some(log) = cfg.access_log_path.as_ref() {
         shared.access_log.write(
-            Some(log),
+            log,
             &Entry {
                 start_time: access_log::epoch_secs(started_at),
                 direction: "egress",
