@@ -7,8 +7,8 @@
 #             counters) with DWARF call graphs over the agent's life: start, $DURATION s of wrk at
 #             $CONNS connections, stop;
 #             prints the hottest symbols (self and with children).
-#  callgrind  `valgrind --tool=callgrind` over exactly $REQUESTS requests (h2load --h1, 16
-#             connections) and over none: stable instruction counts per function (inclusive
+#  callgrind  `valgrind --tool=callgrind` over exactly $REQUESTS requests (h2load --h1, $CONNS
+#             connections, default 16) and over none: stable instruction counts per function (inclusive
 #             and self), and the instructions per request (the difference of the two runs).
 #  order      regenerates agent/symbol-order.txt, the functions the agent runs laid out first in
 #             its binary (agent/build.rs): `valgrind --tool=callgrind --demangle=no` on the
@@ -21,7 +21,8 @@
 #
 # The agent is built with symbols in a separate cargo profile (`profiling`: release + line
 # tables, not stripped) into target/profiling, so target/release is left alone (SKIP_BUILD=1: use
-# the binaries already there).
+# the binaries already there; AGENT=path: profile that agent binary instead, e.g. a release
+# build of another commit for an A/B comparison).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -70,7 +71,7 @@ elif [[ ${SKIP_BUILD:-0} != 1 ]]; then
         cargo build --release -q -p taskmesh-e2e --bin perf-backend)
 fi
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
-AGENT=$TARGET_DIR/profiling/taskmesh-agent
+AGENT=${AGENT:-$TARGET_DIR/profiling/taskmesh-agent}
 BACKEND=$TARGET_DIR/release/perf-backend
 
 RUN=$(mktemp -d /tmp/taskmesh-prof.XXXXXX)
@@ -133,16 +134,26 @@ if [[ $MODE == perf || $MODE == both ]]; then
     sed -n 1,45p "$RUN/perf-children.txt"
 fi
 
-# Runs the agent under callgrind, sends $1 requests (16 connections), stops it; prints the dump.
+# CACHE_SIM=1: callgrind also simulates the data caches, modelled on this machine's per-core
+# ones (L1d $D1, and $LL standing for the private L2, both size,associativity,line): misses per
+# request, a stable measure of the per-request working set (the shared L3 is left out: other
+# tenants' load decides how much of it is ours).
+CACHE_SIM=${CACHE_SIM:-0}
+D1=${D1:-32768,8,64}
+LL=${LL:-1048576,16,64}
+cache_flags=()
+[[ $CACHE_SIM != 1 ]] || cache_flags=(--cache-sim=yes "--D1=$D1" "--LL=$LL")
+
+# Runs the agent under callgrind, sends $1 requests ($CONNS connections), stops it; prints the dump.
 callgrind_run() {
     local n=$1 out=$RUN/callgrind.$1.out
     ip netns exec "$NS" taskset -c "$PROXY_CPU" env "${agent_env[@]}" LISTENER_DRAIN_WAIT_TIME_S=0 valgrind --tool=callgrind \
-        --callgrind-out-file="$out" "$AGENT" >"$RUN/agent-callgrind.$n.log" 2>&1 &
+        "${cache_flags[@]}" --callgrind-out-file="$out" "$AGENT" >"$RUN/agent-callgrind.$n.log" 2>&1 &
     local pid=$!
     wait_port 15001
     sleep 1
     if ((n > 0)); then
-        nsx taskset -c "$LOAD_CPU" h2load --h1 -t1 -c16 -n "$n" -H ":authority: $HOST" "$URL" |
+        nsx taskset -c "$LOAD_CPU" h2load --h1 -t1 -c"$CONNS" -n "$n" -H ":authority: $HOST" "$URL" |
             grep -E '^(finished|requests|status)' >&2
     fi
     kill -TERM "$pid"
@@ -151,6 +162,12 @@ callgrind_run() {
     echo "$out"
 }
 ir_total() { callgrind_annotate "$1" 2>/dev/null | awk '/PROGRAM TOTALS/ { gsub(",", "", $1); print $1 }'; }
+# "event=count ..." of a dump's totals (Ir, and with CACHE_SIM=1 the cache events).
+totals() {
+    callgrind_annotate "$1" 2>/dev/null | awk '
+        /^Ir/ && !ev { n = NF; for (i = 1; i <= NF; i++) ev_names[i] = $i; ev = 1 }
+        /PROGRAM TOTALS/ { j = 0; for (i = 1; i <= NF && j < n; i++) if ($i !~ /^\(/) { v = $i; gsub(",", "", v); printf "%s=%s ", ev_names[++j], v } }'
+}
 
 if [[ $MODE == callgrind || $MODE == both ]]; then
     # Instructions per request = (start + N requests + stop) - (start + stop), over N: the
@@ -160,6 +177,20 @@ if [[ $MODE == callgrind || $MODE == both ]]; then
     b=$(ir_total "$base")
     t=$(ir_total "$dump")
     log "callgrind: start+stop $b instructions; with $REQUESTS requests $t: $(((t - b) / REQUESTS)) per request"
+    if [[ $CACHE_SIM == 1 ]]; then
+        # D1 misses (reads + writes) and L2 misses ("LL", reads + writes), per request.
+        python3 - "$(totals "$base")" "$(totals "$dump")" "$REQUESTS" <<'PY' >&2
+import sys
+def parse(s):
+    return {k: int(v) for k, v in (kv.split("=") for kv in s.split())}
+b, t, n = parse(sys.argv[1]), parse(sys.argv[2]), int(sys.argv[3])
+per = {k: (t[k] - b.get(k, 0)) / n for k in t}
+print("[profile] cache simulation, per request: D1 misses %.0f (reads %.0f, writes %.0f); "
+      "L2 misses %.0f (reads %.0f, writes %.0f)" % (
+          per["D1mr"] + per["D1mw"], per["D1mr"], per["D1mw"],
+          per["DLmr"] + per["DLmw"], per["DLmr"], per["DLmw"]))
+PY
+    fi
     log "callgrind: inclusive (top 45)"
     callgrind_annotate --inclusive=yes "$dump" 2>/dev/null >"$RUN/callgrind-inclusive.txt"
     sed -n '/^Ir/,$p' "$RUN/callgrind-inclusive.txt" | sed -n 1,48p
