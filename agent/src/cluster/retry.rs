@@ -11,12 +11,11 @@
 //! the request has not tried yet. Every attempt's outcome feeds outlier detection, and a connect
 //! failure cools its endpoint down ([`super::accrual`]).
 
-use std::future::Future;
 use std::sync::LazyLock;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use http::{HeaderMap, Request, Response, StatusCode};
+use http::{HeaderMap, Response, StatusCode};
 use http_body::Body;
 use http_body_util::Either;
 use taskmesh_mesh::RetryPolicy;
@@ -27,7 +26,7 @@ use super::replay::{RETRY_BUFFER_BYTES, Replay, ReplayBody};
 use super::{Cluster, InFlight, Routed};
 use crate::metrics::RouteStats;
 use crate::proxy::body::Counted;
-use crate::proxy::pool::{UpstreamBody, UpstreamError, UpstreamResponseBody};
+use crate::proxy::pool::{Upstream, UpstreamBody, UpstreamError};
 use crate::proxy::{ProxyBody, RequestBody, http_forward, local_response};
 
 /// Retries always allowed in flight per cluster (Envoy's `min_retry_concurrency`).
@@ -110,68 +109,68 @@ fn refused_stream(e: &UpstreamError) -> bool {
     false
 }
 
-/// What is kept to send the request again.
+/// What is kept, besides the request head (the caller's, borrowed by every attempt), to send
+/// the request again.
 enum Resend {
     /// Not retried (no policy, no retries, or a body over the bound).
     No,
-    /// Headers kept; no body.
-    Bodiless(Head),
-    /// Headers kept; the body is being kept as it streams.
-    Body(Head, Replay),
-}
-
-struct Head {
-    method: http::Method,
-    path_and_query: http::uri::PathAndQuery,
-    headers: HeaderMap,
+    /// No body.
+    Bodiless,
+    /// The body is being kept as it streams.
+    Body(Replay),
 }
 
 impl Resend {
     fn possible(&self) -> bool {
         match self {
             Resend::No => false,
-            Resend::Bodiless(_) => true,
-            Resend::Body(_, r) => r.replayable(),
+            Resend::Bodiless => true,
+            Resend::Body(r) => r.replayable(),
         }
     }
 
-    /// The request again, to `upstream`.
-    fn rebuild(&self, upstream: std::net::SocketAddr) -> Option<Request<UpstreamBody>> {
-        let (head, body) = match self {
+    /// Readdresses `head` to `upstream` and gives the body to send again.
+    fn rebuild(
+        &self,
+        head: &mut http::request::Parts,
+        upstream: std::net::SocketAddr,
+    ) -> Option<UpstreamBody> {
+        let body = match self {
             Resend::No => return None,
-            Resend::Bodiless(h) => (h, ReplayBody::empty()),
-            Resend::Body(h, r) => (h, r.body()),
+            Resend::Bodiless => ReplayBody::empty(),
+            Resend::Body(r) => r.body(),
         };
-        let uri = http::Uri::builder()
+        let path_and_query = head
+            .uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
+        head.uri = http::Uri::builder()
             .scheme(http::uri::Scheme::HTTP)
             .authority(http_forward::authority_for(upstream))
-            .path_and_query(head.path_and_query.clone())
+            .path_and_query(path_and_query)
             .build()
             .ok()?;
-        let mut req = Request::new(UpstreamBody::replay(body));
-        *req.method_mut() = head.method.clone();
-        *req.uri_mut() = uri;
-        *req.headers_mut() = head.headers.clone();
-        Some(req)
+        Some(UpstreamBody::replay(body))
     }
 }
 
-/// Sends `req` (already addressed to `routed`'s first endpoint, or to a pass-through
-/// destination when `routed` is `None`) through `send`, retrying as described in the module
-/// documentation; `retries_made` follows the retries (for the request's span). Returns the
-/// response for the client and the access-log flag.
-pub async fn run<F, Fut>(
+/// Sends the request `head` + `body` (already addressed to `routed`'s first endpoint, or to a
+/// pass-through destination when `routed` is `None`) to `upstream`, retrying as described in
+/// the module documentation; `retries_made` follows the retries (for the request's span).
+/// Returns the response for the client and the access-log flag.
+///
+/// The head is borrowed by every attempt (a retry readdresses it), never copied: this future
+/// is part of every client connection's while a request is in flight.
+pub async fn run(
     routed: Option<&Routed>,
     route_policy: Option<&RetryPolicy>,
     stats: &RouteStats,
     retries_made: &AtomicU32,
-    req: Request<Counted<RequestBody>>,
-    send: F,
-) -> (Response<ProxyBody>, &'static str)
-where
-    F: Fn(Request<UpstreamBody>) -> Fut,
-    Fut: Future<Output = Result<Response<UpstreamResponseBody>, UpstreamError>>,
-{
+    head: &mut http::request::Parts,
+    body: Counted<RequestBody>,
+    upstream: &Upstream<'_>,
+) -> (Response<ProxyBody>, &'static str) {
     let policy = match (route_policy, routed) {
         (Some(p), Some(_)) => Some(p),
         (None, Some(_)) => Some(&*APP_MESH_DEFAULT),
@@ -179,28 +178,18 @@ where
     };
     let max = policy.map_or(0, |p| p.max_retries);
     let _active = routed.map(|r| r.cluster.request_started());
-    let (parts, body) = req.into_parts();
-    let head = || Head {
-        method: parts.method.clone(),
-        path_and_query: parts
-            .uri
-            .path_and_query()
-            .cloned()
-            .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
-        headers: parts.headers.clone(),
-    };
     let (resend, first_body) = if max == 0 {
         (Resend::No, UpstreamBody::client(body))
     } else if body.is_end_stream() {
-        (Resend::Bodiless(head()), UpstreamBody::client(body))
+        (Resend::Bodiless, UpstreamBody::client(body))
     } else if body.size_hint().lower() > RETRY_BUFFER_BYTES as u64 {
         (Resend::No, UpstreamBody::client(body))
     } else {
         let replay = Replay::new(body, RETRY_BUFFER_BYTES);
         let first = UpstreamBody::replay(replay.body());
-        (Resend::Body(head(), replay), first)
+        (Resend::Body(replay), first)
     };
-    let mut req = Request::from_parts(parts, first_body);
+    let mut body = first_body;
     let per_try = policy.and_then(|p| p.per_retry_timeout).filter(|_| max > 0);
     let mut attempt: Option<InFlight> = routed.and_then(Routed::take_first);
     let mut tried = Tried::default();
@@ -213,8 +202,10 @@ where
         // The future is made in the `.await` expression, not bound to a local first: a local
         // would be stored a second time in this future (see `proxy::egress::forward`).
         let result = match per_try {
-            Some(t) => tokio::time::timeout(t, send(req)).await.ok(),
-            None => Some(send(req).await),
+            Some(t) => tokio::time::timeout(t, upstream.send(head, body))
+                .await
+                .ok(),
+            None => Some(upstream.send(head, body).await),
         };
         let report = |attempt: &mut Option<InFlight>, outcome: Outcome| {
             if let (Some(r), Some(a)) = (routed, attempt.take()) {
@@ -318,11 +309,11 @@ where
         tokio::time::sleep(backoff(retries, rand::random())).await;
         let next = r.cluster.pick(&r.hosts, tried);
         tried.add(next.index());
-        let Some(again) = resend.rebuild(next.addr()) else {
+        let Some(again) = resend.rebuild(head, next.addr()) else {
             return (local_response(fallback.0, fallback.1), flag);
         };
         attempt = Some(next);
-        req = again;
+        body = again;
     }
 }
 

@@ -15,9 +15,11 @@ use taskmesh_mesh::{EgressFilter, HttpRequestView, HttpRouting, RouteTable, TcpR
 use tokio::net::TcpStream;
 
 use super::body::Counted;
+use super::pool::Upstream;
 use super::{ProxyBody, RequestBody, http_forward, local_response, tcp};
 use crate::access_log::{self, Entry};
 use crate::agent::Shared;
+use crate::cluster::retry;
 use crate::config::ActiveConfig;
 use crate::metrics::{Direction, IdleKind, RouteStats};
 
@@ -113,8 +115,7 @@ pub async fn serve_connection(
         orig_dst,
     });
     super::serve_plain(&shared, stream, builder, move |req| {
-        let conn = conn.clone();
-        async move { handle(&conn, req).await }
+        handle(conn.clone(), req)
     })
     .await;
 }
@@ -156,151 +157,152 @@ struct Decision<'t> {
     retries: AtomicU32,
 }
 
-async fn handle(conn: &Conn, mut req: Request<RequestBody>) -> Response<Counted<ProxyBody>> {
-    let start = Instant::now();
-    let started_at = SystemTime::now();
-    let shared = &conn.shared;
-    let Some(cfg) = shared.config.load_full() else {
-        return local_response(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "taskmesh-agent: no mesh document loaded yet\n",
-        )
-        .map(Counted::uncounted);
-    };
-    // Cheap clones (shared buffers): no per-request string building.
-    let authority_hv = authority_of(&req);
-    let authority = authority_hv
-        .as_ref()
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    let decision = decide(conn, &cfg, &req, authority).await;
-    decision.stats.request();
-    let request_id = http_forward::ensure_request_id(req.headers_mut());
-    let method = req.method().clone();
-    let path = req.uri().path_and_query().cloned();
-    let bytes_received = content_length(req.headers());
-    let hop = shared.tracer.begin(req.headers_mut());
-    let grpc = crate::trace::span::is_grpc(req.headers());
-    if grpc {
-        decision.stats.grpc_request();
-    }
-    let mut span = shared.tracer.start_span(
-        hop,
-        crate::trace::SpanStart {
-            direction: crate::metrics::Direction::Egress,
-            start: started_at,
-            method: &method,
-            authority,
-            path: path.as_ref().map(|p| p.as_str()).unwrap_or("/"),
-            virtual_service: decision.virtual_service,
-            route: decision.route,
-            target_node: decision.target,
-            endpoint: decision.upstream.as_ref().ok().copied(),
-            client: Some(conn.peer.ip()),
-            grpc,
-        },
-        &mut req,
-    );
-
-    let (resp, upstream_authority, flags) = match decision.upstream {
-        Err((status, msg, flag)) => (local_response(status, msg), None, flag),
-        Ok(up) => {
-            let (r, flag) = forward(shared, &decision, req, conn, up).await;
-            (r, Some(http_forward::authority_for(up)), flag)
+/// One request of an egress connection.
+///
+/// Not an `async fn`: an `async fn` keeps its arguments twice in its future (as given, and
+/// moved into its body), and this future is held by the client connection while the request
+/// is in flight. The request's head is kept once, here, and borrowed by the attempts.
+fn handle(
+    conn: Arc<Conn>,
+    req: Request<RequestBody>,
+) -> impl Future<Output = Response<Counted<ProxyBody>>> + Send + 'static {
+    let (mut head, body) = req.into_parts();
+    async move {
+        let start = Instant::now();
+        let started_at = SystemTime::now();
+        let shared = &conn.shared;
+        let Some(cfg) = shared.config.load_full() else {
+            return local_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "taskmesh-agent: no mesh document loaded yet\n",
+            )
+            .map(Counted::uncounted);
+        };
+        // Cheap clones (shared buffers): no per-request string building.
+        let authority_hv = authority_of(&head);
+        let authority = authority_hv
+            .as_ref()
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let decision = decide(&conn, &cfg, &head, authority).await;
+        decision.stats.request();
+        let request_id = http_forward::ensure_request_id(&mut head.headers);
+        let method = head.method.clone();
+        let path = head.uri.path_and_query().cloned();
+        let bytes_received = content_length(&head.headers);
+        let hop = shared.tracer.begin(&mut head.headers);
+        let grpc = crate::trace::span::is_grpc(&head.headers);
+        if grpc {
+            decision.stats.grpc_request();
         }
-    };
-    let status = resp.status().as_u16();
-    decision.stats.response(status, start.elapsed());
-    // As App Mesh's Envoy: no access log unless the virtual node configures one.
-    if let Some(log) = cfg.access_log_path.as_ref() {
-        shared.access_log.write(
-            log,
-            &Entry {
-                start_time: access_log::epoch_secs(started_at),
-                direction: "egress",
-                method: method.as_str(),
-                path: path.as_ref().map(|p| p.as_str()).unwrap_or("/"),
+        let mut span = shared.tracer.start_span(
+            hop,
+            crate::trace::SpanStart {
+                direction: crate::metrics::Direction::Egress,
+                start: started_at,
+                method: &method,
                 authority,
-                code: status,
-                bytes_received,
-                bytes_sent: content_length(resp.headers()),
-                duration_ms: start.elapsed().as_secs_f64() * 1000.0,
-                upstream: upstream_authority.as_ref().map_or("", |a| a.as_str()),
+                path: path.as_ref().map(|p| p.as_str()).unwrap_or("/"),
                 virtual_service: decision.virtual_service,
                 route: decision.route,
                 target_node: decision.target,
-                request_id: request_id.to_str().unwrap_or(""),
-                flags,
+                endpoint: decision.upstream.as_ref().ok().copied(),
+                client: Some(conn.peer.ip()),
+                grpc,
             },
+            &mut head.extensions,
         );
+
+        let (resp, upstream_authority, flags) = match decision.upstream {
+            Err((status, msg, flag)) => (local_response(status, msg), None, flag),
+            Ok(up) => {
+                let (r, flag) = forward(shared, &decision, &mut head, body, &conn, up).await;
+                (r, Some(http_forward::authority_for(up)), flag)
+            }
+        };
+        let status = resp.status().as_u16();
+        decision.stats.response(status, start.elapsed());
+        // As App Mesh's Envoy: no access log unless the virtual node configures one.
+        if let Some(log) = cfg.access_log_path.as_ref() {
+            shared.access_log.write(
+                log,
+                &Entry {
+                    start_time: access_log::epoch_secs(started_at),
+                    direction: "egress",
+                    method: method.as_str(),
+                    path: path.as_ref().map(|p| p.as_str()).unwrap_or("/"),
+                    authority,
+                    code: status,
+                    bytes_received,
+                    bytes_sent: content_length(resp.headers()),
+                    duration_ms: start.elapsed().as_secs_f64() * 1000.0,
+                    upstream: upstream_authority.as_ref().map_or("", |a| a.as_str()),
+                    virtual_service: decision.virtual_service,
+                    route: decision.route,
+                    target_node: decision.target,
+                    request_id: request_id.to_str().unwrap_or(""),
+                    flags,
+                },
+            );
+        }
+        if let Some(s) = span.as_mut() {
+            s.respond(status, flags, decision.retries.load(Ordering::Relaxed));
+        }
+        resp.map(|b| Counted::response(b, decision.stats.clone(), span).with_idle(decision.idle))
     }
-    if let Some(s) = span.as_mut() {
-        s.respond(status, flags, decision.retries.load(Ordering::Relaxed));
-    }
-    resp.map(|b| Counted::response(b, decision.stats.clone(), span).with_idle(decision.idle))
 }
 
+/// Sends the request (`head`, readied for the upstream here, and `body`) with the route's
+/// timeouts and retries (`crate::cluster::retry`: the route policy or App Mesh's implicit
+/// default, endpoints not yet tried, retry budget, small bodies replayed).
 async fn forward(
     shared: &Shared,
     d: &Decision<'_>,
-    mut req: Request<RequestBody>,
+    head: &mut http::request::Parts,
+    body: RequestBody,
     conn: &Conn,
     up: SocketAddr,
 ) -> (Response<ProxyBody>, &'static str) {
-    if let Err(e) = http_forward::prepare_request(&mut req, conn.peer.ip(), up) {
+    if let Err(e) = http_forward::prepare_request(head, conn.peer.ip(), up) {
         tracing::warn!(error = %e, "cannot build upstream request");
         return (
             local_response(StatusCode::BAD_REQUEST, "malformed request\n"),
             "DI",
         );
     }
+    // The client's body is counted once, as it is read (a replayed retry does not count again).
+    let span_bytes = head
+        .extensions
+        .remove::<crate::trace::RequestBytes>()
+        .map(|b| b.0);
+    let body = Counted::request(body, d.stats.clone(), span_bytes);
+    let upstream = Upstream {
+        pool: &shared.pool,
+        tls: d.tls.as_deref(),
+        h2: d.h2,
+    };
+    let (routed, policy) = (d.routed.as_ref(), d.retry_policy);
     // Each branch makes its future in the `.await` expression: a future bound to a local and
     // then awaited is stored twice in this function's own future (the local and the awaited
     // copy), which every client connection holds while a request is in flight.
     match super::body::head_deadline(d.timeout, d.idle) {
-        Some((t, kind)) => match tokio::time::timeout(t, attempts(shared, d, req)).await {
+        Some((t, kind)) => match tokio::time::timeout(
+            t,
+            retry::run(routed, policy, &d.stats, &d.retries, head, body, &upstream),
+        )
+        .await
+        {
             Ok(r) => r,
             Err(_) => kind.answer(&d.stats),
         },
-        None => attempts(shared, d, req).await,
+        None => retry::run(routed, policy, &d.stats, &d.retries, head, body, &upstream).await,
     }
-}
-
-/// Sends the request with the route's retries (`crate::cluster::retry`: the route policy or
-/// App Mesh's implicit default, endpoints not yet tried, retry budget, small bodies replayed).
-async fn attempts(
-    shared: &Shared,
-    d: &Decision<'_>,
-    mut req: Request<RequestBody>,
-) -> (Response<ProxyBody>, &'static str) {
-    // The client's body is counted once, as it is read (a replayed retry does not count again).
-    let span_bytes = req
-        .extensions_mut()
-        .remove::<crate::trace::RequestBytes>()
-        .map(|b| b.0);
-    let req = req.map(|b| Counted::request(b, d.stats.clone(), span_bytes));
-    crate::cluster::retry::run(
-        d.routed.as_ref(),
-        d.retry_policy,
-        &d.stats,
-        &d.retries,
-        req,
-        |r| async move {
-            match &d.tls {
-                // Boxed: a TLS exchange's future is large and a TLS handshake costs far more
-                // than the allocation; inline, it would be held by every client connection.
-                Some(tls) => Box::pin(tls.send(r, d.h2)).await,
-                None => shared.pool.send(r, d.h2).await,
-            }
-        },
-    )
-    .await
 }
 
 async fn decide<'t>(
     conn: &Conn,
     cfg: &'t ActiveConfig,
-    req: &Request<RequestBody>,
+    req: &http::request::Parts,
     authority: &str,
 ) -> Decision<'t> {
     let shared = &conn.shared;
@@ -308,14 +310,10 @@ async fn decide<'t>(
     let view = HttpRequestView {
         authority,
         dest_port: conn.orig_dst.map(|d| d.port()),
-        method: req.method(),
+        method: &req.method,
         scheme: "http",
-        path_and_query: req
-            .uri()
-            .path_and_query()
-            .map(|p| p.as_str())
-            .unwrap_or("/"),
-        headers: req.headers(),
+        path_and_query: req.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"),
+        headers: &req.headers,
     };
     match table.route_http(&view) {
         HttpRouting::Matched(m) => {
@@ -436,11 +434,11 @@ pub fn speaks_h2(p: taskmesh_mesh::Protocol) -> bool {
 }
 
 /// `Host` header, else the URI authority (absolute-form requests).
-pub fn authority_of<B>(req: &Request<B>) -> Option<http::HeaderValue> {
-    if let Some(h) = req.headers().get(header::HOST) {
+pub fn authority_of(req: &http::request::Parts) -> Option<http::HeaderValue> {
+    if let Some(h) = req.headers.get(header::HOST) {
         return Some(h.clone());
     }
-    req.uri()
+    req.uri
         .authority()
         .and_then(|a| http::HeaderValue::from_str(a.as_str()).ok())
 }
@@ -479,11 +477,15 @@ mod tests {
     use tokio::net::{TcpListener, TcpStream};
 
     /// Every client connection holds its task for its whole life and, while a request is in
-    /// flight, the request's future (hyper keeps it boxed per connection): at 256 connections,
-    /// each KiB here is 256 KiB of resident memory. The bounds catch a cold path's large future
-    /// inlined into the hot one: with the Cloud Map lookup not boxed, the request's future is
-    /// 10.1 KiB and the egress connection's 9.6 KiB (debug build; 4.8 and 2.4 KiB boxed); with
-    /// the h2c hand-off not boxed, the egress connection's is 6.0 KiB (2.6 KiB boxed).
+    /// flight, the request's future (boxed per connection): at 256 connections, each KiB here
+    /// is 256 KiB of resident memory, and the request's future is written in full (moved into
+    /// its box) and touched on every request, so its size is also cache misses per request. The
+    /// bounds catch a cold path's large future inlined into the hot one: with the Cloud Map
+    /// lookup not boxed, the request's future is 10.1 KiB and the egress connection's 9.6 KiB
+    /// (debug build; 4.8 and 2.4 KiB boxed); with the h2c hand-off not boxed, the egress
+    /// connection's is 6.0 KiB (2.6 KiB boxed). With the request (264 bytes) passed down by
+    /// value through the attempts, as it was, the request's future is 4.8 KiB; with its head
+    /// kept once and borrowed, 2.0 KiB.
     #[tokio::test]
     async fn per_connection_futures_stay_small() {
         let dir = tempfile::tempdir().unwrap();
@@ -516,7 +518,7 @@ mod tests {
         let hs = handle_size.clone();
         let svc = hyper::service::service_fn(move |req| {
             let size = std::mem::size_of_val(&super::handle(
-                &conn,
+                conn.clone(),
                 req.map(crate::proxy::RequestBody::hyper),
             ));
             hs.store(size, Ordering::SeqCst);
@@ -560,7 +562,7 @@ mod tests {
         assert!(body_size <= 96, "upstream response body: {body_size} bytes");
         assert!(handle_size > 0);
         assert!(
-            handle_size <= 7 * 1024,
+            handle_size <= 3 * 1024,
             "egress request future: {handle_size} bytes"
         );
         assert!(

@@ -21,7 +21,7 @@
 //!   it still reads), and a response that ends before the request body was sent ends the
 //!   connection rather than returning it;
 //! - a request sent on a reused connection that the upstream had already closed comes back to
-//!   the caller to be sent on a fresh one ([`Failed::request`]) when that is safe: nothing of the
+//!   the caller to be sent on a fresh one ([`Failed::resend`]) when that is safe: nothing of the
 //!   response arrived and either no body byte was taken from the client or the method is
 //!   idempotent (RFC 9110 §9.2.2) and the body was never read.
 
@@ -32,7 +32,7 @@ use std::task::{Context, Poll, Waker, ready};
 
 use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{Method, Request, Response, StatusCode, Version};
+use http::{Method, Response, StatusCode, Version};
 use http_body::{Body, Frame, SizeHint};
 use tokio::io::AsyncWrite;
 use tokio::net::TcpStream;
@@ -162,17 +162,18 @@ impl Conn {
 pub struct Failed {
     /// What went wrong.
     pub error: H1Error,
-    /// The request, untouched, when it may be sent again on a fresh connection: the connection
-    /// was reused and closed under us before any response byte, and the upstream cannot have
-    /// acted on it (not fully written) or the method is idempotent; no body byte was taken.
-    pub request: Option<Request<UpstreamBody>>,
+    /// The request's body, untouched, when the request may be sent again on a fresh
+    /// connection: the connection was reused and closed under us before any response byte, and
+    /// the upstream cannot have acted on it (not fully written) or the method is idempotent; no
+    /// body byte was taken. The caller still has the head.
+    pub resend: Option<UpstreamBody>,
 }
 
 impl std::fmt::Debug for Failed {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Failed")
             .field("error", &self.error)
-            .field("resendable", &self.request.is_some())
+            .field("resendable", &self.resend.is_some())
             .finish()
     }
 }
@@ -203,18 +204,21 @@ pub(super) fn poll_fill(
     Poll::Ready(Ok(n))
 }
 
-/// Sends `req` (its URI's path and query as the request target; its `Host` field kept, or made
-/// from its URI's authority) on `conn` and reads the response head. `reused`: the connection
-/// carried an exchange before (a failure before any response byte may then be a stale
-/// connection: see [`Failed::request`]).
-pub async fn exchange(
+/// Sends the request `head` + `body` (the head's URI's path and query as the request target;
+/// its `Host` field kept, or made from its URI's authority) on `conn` and reads the response
+/// head. `reused`: the connection carried an exchange before (a failure before any response
+/// byte may then be a stale connection: see [`Failed::resend`]).
+///
+/// The head is borrowed: it is encoded into the connection's buffer before the first poll, and
+/// the caller keeps it for a retry. The future holds no copy of it.
+pub fn exchange(
     conn: Box<Conn>,
-    req: Request<UpstreamBody>,
+    head: &http::request::Parts,
+    body: UpstreamBody,
     reused: bool,
-) -> Result<Response<ResponseBody>, Failed> {
-    let (parts, body) = req.into_parts();
-    let mut ex = Exchange::new(conn, parts, body, reused);
-    std::future::poll_fn(|cx| ex.poll(cx)).await
+) -> impl Future<Output = Result<Response<ResponseBody>, Failed>> + use<> {
+    let mut ex = Exchange::new(conn, head, body, reused);
+    std::future::poll_fn(move |cx| ex.poll(cx))
 }
 
 /// How a message body is written.
@@ -460,8 +464,11 @@ pub(super) fn field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
 struct Exchange {
     conn: Option<Box<Conn>>,
     writer: Option<Writer>,
-    /// The request head, kept until the response head arrives (the request may be sent again).
-    parts: Option<http::request::Parts>,
+    /// The request is a `HEAD` (its response has no body).
+    head_request: bool,
+    /// The method is idempotent (RFC 9110 §9.2.2): the request may be sent again after the
+    /// upstream may have seen it.
+    idempotent: bool,
     reused: bool,
     /// Writing failed (the upstream may still have answered: read on).
     write_error: Option<H1Error>,
@@ -474,15 +481,24 @@ struct Exchange {
 impl Exchange {
     fn new(
         mut conn: Box<Conn>,
-        parts: http::request::Parts,
+        head: &http::request::Parts,
         body: UpstreamBody,
         reused: bool,
     ) -> Exchange {
-        let writer = Writer::start(&parts, body, &mut conn.out);
+        let writer = Writer::start(head, body, &mut conn.out);
         Exchange {
             conn: Some(conn),
             writer: Some(writer),
-            parts: Some(parts),
+            head_request: head.method == Method::HEAD,
+            idempotent: matches!(
+                head.method,
+                Method::GET
+                    | Method::HEAD
+                    | Method::OPTIONS
+                    | Method::TRACE
+                    | Method::PUT
+                    | Method::DELETE
+            ),
             reused,
             write_error: None,
             answered: false,
@@ -502,44 +518,27 @@ impl Exchange {
         let writer = self.writer.take();
         let untouched = writer.as_ref().map_or(!self.body_sent, |w| !w.taken);
         let unsent = self.write_error.is_some();
-        // RFC 9110 §9.2.2.
-        let idempotent = self.parts.as_ref().is_some_and(|p| {
-            matches!(
-                p.method,
-                Method::GET
-                    | Method::HEAD
-                    | Method::OPTIONS
-                    | Method::TRACE
-                    | Method::PUT
-                    | Method::DELETE
-            )
-        });
-        let request = (self.reused
+        let resend = (self.reused
             && !self.answered
             && untouched
-            && (unsent || idempotent)
+            && (unsent || self.idempotent)
             && matches!(error, H1Error::ClosedBeforeResponse | H1Error::Read(_)))
         .then(|| {
-            let body = writer.and_then(|w| w.body).unwrap_or_else(|| {
+            writer.and_then(|w| w.body).unwrap_or_else(|| {
                 UpstreamBody::replay(crate::cluster::replay::ReplayBody::empty())
-            });
-            self.parts.take().map(|p| Request::from_parts(p, body))
-        })
-        .flatten();
+            })
+        });
         // Nothing came back after a failed write: the write error says more.
         let error = match (self.write_error.take(), error) {
             (Some(w), H1Error::ClosedBeforeResponse | H1Error::Read(_)) => w,
             (_, e) => e,
         };
-        Failed { error, request }
+        Failed { error, resend }
     }
 
     fn poll_head(&mut self, cx: &mut Context<'_>) -> Poll<Result<Response<ResponseBody>, H1Error>> {
         let conn = self.conn.as_mut().expect("polled after completion");
-        let head_request = self
-            .parts
-            .as_ref()
-            .is_some_and(|p| p.method == Method::HEAD);
+        let head_request = self.head_request;
         if let Some(w) = &mut self.writer
             && self.write_error.is_none()
         {
@@ -566,7 +565,6 @@ impl Exchange {
                             .filter(|_| self.write_error.is_none())
                             .map(Box::new);
                         let keep_alive = keep_alive && self.write_error.is_none();
-                        self.parts = None;
                         let body = ResponseBody {
                             conn: self.conn.take(),
                             writer,
@@ -1105,6 +1103,7 @@ pub(super) fn mangled(seed: &[u8], awkward: &[u8], rng: &mut impl rand::Rng) -> 
 mod tests {
     use super::*;
     use crate::cluster::replay::ReplayBody;
+    use http::Request;
     use http_body_util::{BodyExt, StreamBody};
     use std::time::Duration;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -1319,13 +1318,13 @@ mod tests {
             .header("host", "h")
             .body(UpstreamBody::replay(ReplayBody::empty()))
             .unwrap();
-        let err = exchange(conn, req, false).await.unwrap_err();
+        let err = exchange_new(conn, req).await.unwrap_err();
         assert!(
             matches!(err.error, H1Error::HeadTooLarge),
             "{:?}",
             err.error
         );
-        assert!(err.request.is_none());
+        assert!(err.resend.is_none());
         task.await.unwrap();
     }
 
@@ -1464,6 +1463,15 @@ mod tests {
     }
 
     /// A one-connection raw upstream: hands the accepted socket to `script`.
+    /// [`exchange`] of a whole request on a fresh connection.
+    fn exchange_new(
+        conn: Box<Conn>,
+        req: Request<UpstreamBody>,
+    ) -> impl Future<Output = Result<Response<ResponseBody>, Failed>> {
+        let (head, body) = req.into_parts();
+        exchange(conn, &head, body, false)
+    }
+
     async fn upstream<F, Fut>(script: F) -> (std::net::SocketAddr, tokio::task::JoinHandle<()>)
     where
         F: FnOnce(TcpStream) -> Fut + Send + 'static,
@@ -1510,7 +1518,7 @@ mod tests {
             .header("host", "h")
             .body(stream_body(&[b"abc", b"", b"0123456789abcdef"]))
             .unwrap();
-        let resp = exchange(conn, req, false).await.unwrap();
+        let resp = exchange_new(conn, req).await.unwrap();
         assert_eq!(resp.status(), 201);
         let mut body = resp.into_body();
         let data = (&mut body).collect().await.unwrap().to_bytes();
@@ -1539,7 +1547,7 @@ mod tests {
             .header("host", "h")
             .body(UpstreamBody::replay(ReplayBody::empty()))
             .unwrap();
-        let mut body = exchange(conn, req, false).await.unwrap().into_body();
+        let mut body = exchange_new(conn, req).await.unwrap().into_body();
         let (mut total, mut largest) = (0, 0);
         while let Some(frame) = body.frame().await {
             let data = frame.unwrap().into_data().unwrap();
@@ -1577,7 +1585,7 @@ mod tests {
         let conn = Box::new(Conn::new(TcpStream::connect(addr).await.unwrap()));
         // A body that never ends: the answer must not wait for it.
         let (_tx, req) = streamed_post(addr, "/up");
-        let resp = tokio::time::timeout(Duration::from_secs(5), exchange(conn, req, false))
+        let resp = tokio::time::timeout(Duration::from_secs(5), exchange_new(conn, req))
             .await
             .expect("answered without the body")
             .unwrap();
@@ -1634,7 +1642,7 @@ mod tests {
         .await;
         let conn = Box::new(Conn::new(TcpStream::connect(addr).await.unwrap()));
         let (tx, req) = streamed_post(addr, "/echo");
-        let resp = exchange(conn, req, false).await.unwrap();
+        let resp = exchange_new(conn, req).await.unwrap();
         let mut body = resp.into_body();
         for word in ["one", "two"] {
             tx.send(Ok(Frame::data(Bytes::from_static(word.as_bytes()))))

@@ -7,9 +7,9 @@
 use std::cell::RefCell;
 use std::net::{IpAddr, SocketAddr};
 
+use http::Uri;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Scheme};
-use http::{Request, Uri};
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -176,35 +176,36 @@ pub fn new_request_id() -> HeaderValue {
     HeaderValue::from_bytes(&out).unwrap_or_else(|_| HeaderValue::from_static("0"))
 }
 
-/// Rewrites `req` for the upstream at `upstream`: absolute URI, hop-by-hop removed, XFF. The
-/// caller has made sure of the request id ([`ensure_request_id`]) before, as it logs it.
-pub fn prepare_request<B>(
-    req: &mut Request<B>,
+/// Rewrites the request head `req` for the upstream at `upstream`: absolute URI, hop-by-hop
+/// removed, XFF. The caller has made sure of the request id ([`ensure_request_id`]) before, as
+/// it logs it.
+pub fn prepare_request(
+    req: &mut http::request::Parts,
     client: IpAddr,
     upstream: SocketAddr,
 ) -> Result<(), http::Error> {
-    let headers = req.headers_mut();
+    let headers = &mut req.headers;
     strip_hop_by_hop(headers);
     append_forwarded_for(headers, client);
     // Keep the original Host; HTTP/1.0 clients may omit it.
-    if !req.headers().contains_key(header::HOST)
-        && let Some(a) = req.uri().authority()
+    if !headers.contains_key(header::HOST)
+        && let Some(a) = req.uri.authority()
         && let Ok(v) = HeaderValue::from_str(a.as_str())
     {
-        req.headers_mut().insert(header::HOST, v);
+        headers.insert(header::HOST, v);
     }
     let pq = req
-        .uri()
+        .uri
         .path_and_query()
         .cloned()
         .unwrap_or_else(|| PathAndQuery::from_static("/"));
     let authority = authority_for(upstream);
-    *req.uri_mut() = Uri::builder()
+    req.uri = Uri::builder()
         .scheme(Scheme::HTTP)
         .authority(authority)
         .path_and_query(pq)
         .build()?;
-    *req.version_mut() = http::Version::HTTP_11;
+    req.version = http::Version::HTTP_11;
     Ok(())
 }
 
@@ -216,6 +217,7 @@ pub fn prepare_response(headers: &mut HeaderMap) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::Request;
 
     #[test]
     fn hop_by_hop_and_connection_listed_fields_go() {
@@ -273,17 +275,18 @@ mod tests {
 
     #[test]
     fn request_gets_absolute_upstream_uri_and_keeps_host() {
-        let mut req = Request::get("/a/b?c=1")
+        let (mut req, ()) = Request::get("/a/b?c=1")
             .header("host", "svc.local:9080")
             .body(())
-            .unwrap();
+            .unwrap()
+            .into_parts();
         prepare_request(
             &mut req,
             "127.0.0.1".parse().unwrap(),
             "10.1.1.1:8080".parse().unwrap(),
         )
         .unwrap();
-        assert_eq!(req.uri(), "http://10.1.1.1:8080/a/b?c=1");
+        assert_eq!(req.uri, "http://10.1.1.1:8080/a/b?c=1");
         assert_eq!(
             authority_for("10.1.1.1:8080".parse().unwrap()),
             "10.1.1.1:8080"
@@ -296,6 +299,6 @@ mod tests {
             authority_for("10.1.1.1:8080".parse().unwrap()),
             "10.1.1.1:8080"
         );
-        assert_eq!(req.headers()["host"], "svc.local:9080");
+        assert_eq!(req.headers["host"], "svc.local:9080");
     }
 }

@@ -129,10 +129,7 @@ pub async fn serve_connection(
         idle: listener.and_then(|l| l.timeout.idle),
         stats,
     });
-    let handler = move |req| {
-        let conn = conn.clone();
-        async move { handle(&conn, req).await }
-    };
+    let handler = move |req| handle(conn.clone(), req);
     match stream {
         IngressStream::Plain(s) => super::serve_plain(&shared, s, builder, handler).await,
         // Boxed: hyper's connection state is large, and a TLS handshake costs far more than the
@@ -141,136 +138,148 @@ pub async fn serve_connection(
     }
 }
 
-async fn handle(conn: &Conn, mut req: Request<RequestBody>) -> Response<Counted<ProxyBody>> {
-    let start = Instant::now();
-    let started_at = SystemTime::now();
-    let shared = &conn.shared;
-    conn.stats.request();
-    let _slot = match &conn.limit {
-        Some(l) => match l.acquire().await {
-            Some(p) => Some(p),
-            None => {
-                shared.metrics.limit_hit(LimitKind::PoolOverflow);
-                let r = local_response(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "upstream connection pool overflow\n",
-                );
-                conn.stats.response(503, start.elapsed());
-                return r.map(|b| Counted::response(b, conn.stats.clone(), None));
-            }
-        },
-        None => None,
-    };
-    let method = req.method().clone();
-    let path = req.uri().path_and_query().cloned();
-    let authority = super::egress::authority_of(&req);
-    let hop = shared.tracer.begin(req.headers_mut());
-    let grpc = crate::trace::span::is_grpc(req.headers());
-    if grpc {
-        conn.stats.grpc_request();
-    }
-    let mut span = shared.tracer.start_span(
-        hop,
-        crate::trace::SpanStart {
-            direction: crate::metrics::Direction::Ingress,
-            start: started_at,
-            method: &method,
-            authority: authority
-                .as_ref()
-                .and_then(|a| a.to_str().ok())
-                .unwrap_or(""),
-            path: path.as_ref().map(|p| p.as_str()).unwrap_or("/"),
-            virtual_service: "",
-            route: "",
-            target_node: conn.stats.target_node(),
-            endpoint: Some(conn.app),
-            client: Some(conn.peer.ip()),
-            grpc,
-        },
-        &mut req,
-    );
-    http_forward::ensure_request_id(req.headers_mut());
-    let (resp, flags) = match http_forward::prepare_request(&mut req, conn.peer.ip(), conn.app) {
-        Err(_) => (
-            local_response(StatusCode::BAD_REQUEST, "malformed request\n"),
-            "DI",
-        ),
-        Ok(_) => {
-            let span_bytes = req
-                .extensions_mut()
-                .remove::<crate::trace::RequestBytes>()
-                .map(|b| b.0);
-            let req = req.map(|b| {
-                crate::proxy::pool::UpstreamBody::client(Counted::request(
-                    b,
-                    conn.stats.clone(),
-                    span_bytes,
-                ))
-            });
-            // Made in the `.await` expression: bound to a local first, the future would be
-            // stored twice (see `egress::forward`).
-            let res = match super::body::head_deadline(conn.timeout, conn.idle) {
-                Some((t, kind)) => tokio::time::timeout(t, shared.pool.send(req, conn.h2))
-                    .await
-                    .map_err(|_| kind),
-                None => Ok(shared.pool.send(req, conn.h2).await),
-            };
-            match res {
-                Err(kind) => kind.answer(&conn.stats),
-                Ok(Ok(r)) => {
-                    let (mut parts, body) = r.into_parts();
-                    http_forward::prepare_response(&mut parts.headers);
-                    (Response::from_parts(parts, Either::Left(body)), "-")
+/// One request of an ingress connection. Not an `async fn`, so that its future holds the
+/// request's head once (see `egress::handle`).
+fn handle(
+    conn: Arc<Conn>,
+    req: Request<RequestBody>,
+) -> impl Future<Output = Response<Counted<ProxyBody>>> + Send + 'static {
+    let (mut head, body) = req.into_parts();
+    async move {
+        let start = Instant::now();
+        let started_at = SystemTime::now();
+        let shared = &conn.shared;
+        conn.stats.request();
+        let _slot = match &conn.limit {
+            Some(l) => match l.acquire().await {
+                Some(p) => Some(p),
+                None => {
+                    shared.metrics.limit_hit(LimitKind::PoolOverflow);
+                    let r = local_response(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "upstream connection pool overflow\n",
+                    );
+                    conn.stats.response(503, start.elapsed());
+                    return r.map(|b| Counted::response(b, conn.stats.clone(), None));
                 }
-                Ok(Err(e)) if e.is_connect() => {
-                    conn.stats.connect_failure();
-                    tracing::warn!(error = %e, "app connect failure");
-                    (
-                        local_response(StatusCode::SERVICE_UNAVAILABLE, "upstream connect error\n"),
-                        "UF",
-                    )
-                }
-                Ok(Err(e)) => {
-                    tracing::warn!(error = %e, "app request failed");
-                    (
-                        local_response(StatusCode::BAD_GATEWAY, "upstream request failed\n"),
-                        "UC",
-                    )
-                }
-            }
+            },
+            None => None,
+        };
+        let method = head.method.clone();
+        let path = head.uri.path_and_query().cloned();
+        let authority = super::egress::authority_of(&head);
+        let hop = shared.tracer.begin(&mut head.headers);
+        let grpc = crate::trace::span::is_grpc(&head.headers);
+        if grpc {
+            conn.stats.grpc_request();
         }
-    };
-    let status = resp.status().as_u16();
-    conn.stats.response(status, start.elapsed());
-    let cfg = shared.config.load();
-    // As App Mesh's Envoy: no access log unless the virtual node configures one.
-    if let Some(log) = cfg.as_ref().and_then(|c| c.access_log_path.as_ref()) {
-        shared.access_log.write(
-            log,
-            &Entry {
-                start_time: access_log::epoch_secs(started_at),
-                direction: "ingress",
-                method: method.as_str(),
-                path: path.as_ref().map(|p| p.as_str()).unwrap_or("/"),
+        let mut span = shared.tracer.start_span(
+            hop,
+            crate::trace::SpanStart {
+                direction: crate::metrics::Direction::Ingress,
+                start: started_at,
+                method: &method,
                 authority: authority
                     .as_ref()
                     .and_then(|a| a.to_str().ok())
                     .unwrap_or(""),
-                code: status,
-                bytes_received: 0,
-                bytes_sent: 0,
-                duration_ms: start.elapsed().as_secs_f64() * 1000.0,
-                upstream: conn.app_authority.as_str(),
+                path: path.as_ref().map(|p| p.as_str()).unwrap_or("/"),
                 virtual_service: "",
                 route: "",
-                target_node: cfg.as_ref().map(|c| c.table.node_name()).unwrap_or(""),
-                request_id: "",
-                flags,
+                target_node: conn.stats.target_node(),
+                endpoint: Some(conn.app),
+                client: Some(conn.peer.ip()),
+                grpc,
             },
+            &mut head.extensions,
         );
+        http_forward::ensure_request_id(&mut head.headers);
+        let (resp, flags) = match http_forward::prepare_request(&mut head, conn.peer.ip(), conn.app)
+        {
+            Err(_) => (
+                local_response(StatusCode::BAD_REQUEST, "malformed request\n"),
+                "DI",
+            ),
+            Ok(_) => {
+                let span_bytes = head
+                    .extensions
+                    .remove::<crate::trace::RequestBytes>()
+                    .map(|b| b.0);
+                let body = crate::proxy::pool::UpstreamBody::client(Counted::request(
+                    body,
+                    conn.stats.clone(),
+                    span_bytes,
+                ));
+                // Made in the `.await` expression: bound to a local first, the future would be
+                // stored twice (see `egress::forward`).
+                let res = match super::body::head_deadline(conn.timeout, conn.idle) {
+                    Some((t, kind)) => {
+                        tokio::time::timeout(t, shared.pool.send(&head, body, conn.h2))
+                            .await
+                            .map_err(|_| kind)
+                    }
+                    None => Ok(shared.pool.send(&head, body, conn.h2).await),
+                };
+                match res {
+                    Err(kind) => kind.answer(&conn.stats),
+                    Ok(Ok(r)) => {
+                        let (mut parts, body) = r.into_parts();
+                        http_forward::prepare_response(&mut parts.headers);
+                        (Response::from_parts(parts, Either::Left(body)), "-")
+                    }
+                    Ok(Err(e)) if e.is_connect() => {
+                        conn.stats.connect_failure();
+                        tracing::warn!(error = %e, "app connect failure");
+                        (
+                            local_response(
+                                StatusCode::SERVICE_UNAVAILABLE,
+                                "upstream connect error\n",
+                            ),
+                            "UF",
+                        )
+                    }
+                    Ok(Err(e)) => {
+                        tracing::warn!(error = %e, "app request failed");
+                        (
+                            local_response(StatusCode::BAD_GATEWAY, "upstream request failed\n"),
+                            "UC",
+                        )
+                    }
+                }
+            }
+        };
+        let status = resp.status().as_u16();
+        conn.stats.response(status, start.elapsed());
+        let cfg = shared.config.load();
+        // As App Mesh's Envoy: no access log unless the virtual node configures one.
+        if let Some(log) = cfg.as_ref().and_then(|c| c.access_log_path.as_ref()) {
+            shared.access_log.write(
+                log,
+                &Entry {
+                    start_time: access_log::epoch_secs(started_at),
+                    direction: "ingress",
+                    method: method.as_str(),
+                    path: path.as_ref().map(|p| p.as_str()).unwrap_or("/"),
+                    authority: authority
+                        .as_ref()
+                        .and_then(|a| a.to_str().ok())
+                        .unwrap_or(""),
+                    code: status,
+                    bytes_received: 0,
+                    bytes_sent: 0,
+                    duration_ms: start.elapsed().as_secs_f64() * 1000.0,
+                    upstream: conn.app_authority.as_str(),
+                    virtual_service: "",
+                    route: "",
+                    target_node: cfg.as_ref().map(|c| c.table.node_name()).unwrap_or(""),
+                    request_id: "",
+                    flags,
+                },
+            );
+        }
+        if let Some(s) = span.as_mut() {
+            s.respond(status, flags, 0);
+        }
+        resp.map(|b| Counted::response(b, conn.stats.clone(), span).with_idle(conn.idle))
     }
-    if let Some(s) = span.as_mut() {
-        s.respond(status, flags, 0);
-    }
-    resp.map(|b| Counted::response(b, conn.stats.clone(), span).with_idle(conn.idle))
 }

@@ -168,23 +168,55 @@ impl UpstreamPool {
         &self.h1
     }
 
-    /// Sends `req` (absolute `http://ip:port/…` URI) over HTTP/1.1, or over HTTP/2 with prior
-    /// knowledge when `h2` (targets whose listener is `http2` or `grpc`), and returns the
-    /// streaming response.
+    /// Sends the request `head` (absolute `http://ip:port/…` URI) and `body` over HTTP/1.1, or
+    /// over HTTP/2 with prior knowledge when `h2` (targets whose listener is `http2` or
+    /// `grpc`), and returns the streaming response. The caller keeps the head (for a retry):
+    /// over HTTP/1.1 it is encoded from the borrow, over HTTP/2 (hyper's client takes a whole
+    /// request) it is cloned.
     pub async fn send(
         &self,
-        mut req: Request<UpstreamBody>,
+        head: &http::request::Parts,
+        body: UpstreamBody,
         h2: bool,
     ) -> Result<Response<UpstreamResponseBody>, UpstreamError> {
         if !h2 {
-            return self.h1.send(req).await;
+            return self.h1.send_head(head, body).await;
         }
+        let mut req = Request::from_parts(head.clone(), body);
         let authority = req.uri().authority().cloned();
         *req.version_mut() = http::Version::HTTP_2;
         let resp = self.h2.request(req).await.map_err(|source| {
             UpstreamError::from_client(authority.map(|a| a.to_string()).unwrap_or_default(), source)
         })?;
         Ok(resp.map(UpstreamResponseBody::unpooled))
+    }
+}
+
+/// Where a routed request's attempts go: the pool, over TLS when the backend's client TLS
+/// policy covers the target port, HTTP/2 when the target's listener speaks it.
+pub struct Upstream<'a> {
+    /// The agent's upstream pool.
+    pub pool: &'a UpstreamPool,
+    /// The backend's client TLS policy, when it applies.
+    pub tls: Option<&'a crate::tls::client::ClientPolicy>,
+    /// The target's listener is `http2` or `grpc`.
+    pub h2: bool,
+}
+
+impl Upstream<'_> {
+    /// Sends one attempt: `head` (absolute `http://ip:port/…` URI, kept by the caller) and
+    /// `body`.
+    pub async fn send(
+        &self,
+        head: &http::request::Parts,
+        body: UpstreamBody,
+    ) -> Result<Response<UpstreamResponseBody>, UpstreamError> {
+        match self.tls {
+            // Boxed: a TLS exchange's future is large and a TLS handshake costs far more than
+            // the allocation; inline, it would be held by every client connection.
+            Some(tls) => Box::pin(tls.send(head, body, self.h2)).await,
+            None => self.pool.send(head, body, self.h2).await,
+        }
     }
 }
 
@@ -202,7 +234,7 @@ const MAX_STALE_RETRIES: usize = 3;
 /// connections are reused last-in first-out, so the fewest stay warm, are checked for a close
 /// by the upstream before reuse, and are closed after the idle timeout by a sweep every
 /// `idle / 2` (at most every 5 s). A request the upstream cannot have acted on (a reused
-/// connection it had already closed: [`super::h1::Failed::request`]) is sent again on another
+/// connection it had already closed: [`super::h1::Failed::resend`]) is sent again on another
 /// connection.
 #[derive(Clone)]
 pub struct Http1Pool {
@@ -261,17 +293,28 @@ impl Http1Pool {
     /// kept) on an idle connection to that address, or a new one.
     pub async fn send(
         &self,
-        mut req: Request<UpstreamBody>,
+        req: Request<UpstreamBody>,
     ) -> Result<Response<UpstreamResponseBody>, UpstreamError> {
-        let addr = match req
-            .uri()
+        let (head, body) = req.into_parts();
+        self.send_head(&head, body).await
+    }
+
+    /// [`Http1Pool::send`] of a request whose head the caller keeps: the head is encoded from
+    /// the borrow, and this future holds no copy of it.
+    pub async fn send_head(
+        &self,
+        head: &http::request::Parts,
+        mut body: UpstreamBody,
+    ) -> Result<Response<UpstreamResponseBody>, UpstreamError> {
+        let addr = match head
+            .uri
             .authority()
             .and_then(|a| a.as_str().parse::<SocketAddr>().ok())
         {
             Some(a) => a,
             None => {
                 return Err(UpstreamError::Exchange {
-                    addr: req.uri().to_string(),
+                    addr: head.uri.to_string(),
                     source: "the upstream URI has no ip:port authority".into(),
                 });
             }
@@ -289,7 +332,7 @@ impl Http1Pool {
                 // otherwise be part of every request's future, held per client connection.
                 None => (Box::pin(self.connect(addr)).await?, false),
             };
-            match h1::exchange(conn, req, reused).await {
+            match h1::exchange(conn, head, body, reused).await {
                 Ok(resp) => {
                     if reused {
                         self.inner.reused.fetch_add(1, Ordering::Relaxed);
@@ -304,11 +347,11 @@ impl Http1Pool {
                 }
                 Err(h1::Failed {
                     error,
-                    request: Some(r),
+                    resend: Some(b),
                 }) => {
                     tracing::debug!(upstream = %addr, %error, "reused connection was closed by the upstream; sending again");
                     stale += 1;
-                    req = r;
+                    body = b;
                 }
                 Err(h1::Failed { error, .. }) => {
                     return Err(UpstreamError::Exchange {

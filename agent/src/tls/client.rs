@@ -146,13 +146,16 @@ impl ClientPolicy {
         &self.virtual_service
     }
 
-    /// Sends `req` (absolute `http://ip:port/…` URI) over TLS, HTTP/2 when `h2`. A handshake
-    /// or verification failure is [`UpstreamError::Tls`].
+    /// Sends the request `head` (absolute `http://ip:port/…` URI; cloned, the caller keeps it
+    /// for a retry) and `body` over TLS, HTTP/2 when `h2`. A handshake or verification failure
+    /// is [`UpstreamError::Tls`].
     pub async fn send(
         &self,
-        mut req: Request<UpstreamBody>,
+        head: &http::request::Parts,
+        body: UpstreamBody,
         h2: bool,
     ) -> Result<Response<UpstreamResponseBody>, UpstreamError> {
+        let mut req = Request::from_parts(head.clone(), body);
         let authority = req.uri().authority().cloned();
         let mut parts = req.uri().clone().into_parts();
         parts.scheme = Some(Scheme::HTTPS);

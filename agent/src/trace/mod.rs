@@ -162,20 +162,20 @@ impl Tracer {
     }
 
     /// [`Tracer::span`] for a call site holding the request: a sampled hop's span, with the
-    /// request body's byte count linked to it through a [`RequestBytes`] extension (which the
-    /// forwarding code takes out again before sending). `None`, and nothing allocated, when the
-    /// hop is not sampled.
-    pub fn start_span<B>(
+    /// request body's byte count linked to it through a [`RequestBytes`] in the request's
+    /// `extensions` (which the forwarding code takes out again before sending). `None`, and
+    /// nothing allocated, when the hop is not sampled.
+    pub fn start_span(
         &self,
         hop: Option<Hop>,
         start: SpanStart<'_>,
-        req: &mut http::Request<B>,
+        extensions: &mut http::Extensions,
     ) -> Option<PendingSpan> {
         if !hop.is_some_and(|h| h.sampled) || self.inner.is_none() {
             return None;
         }
         let bytes = Arc::new(AtomicU64::new(0));
-        req.extensions_mut().insert(RequestBytes(bytes.clone()));
+        extensions.insert(RequestBytes(bytes.clone()));
         self.span(hop, start, Some(bytes))
     }
 
