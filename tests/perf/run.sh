@@ -3,7 +3,8 @@
 # run; writes BENCHMARKS.md at the repository root. Run as root (network namespace, iptables,
 # resetting a process's peak RSS): `tests/perf/run.sh`. Not part of scripts/test.sh.
 #
-# What it does (about 6 minutes once the release build exists):
+# What it does (about 3 minutes per round, 15 with the default 5 rounds, once the release build
+# exists):
 #  1. installs wrk, nginx (+ stream module), haproxy, h2load (nghttp2-client), iperf3 if missing;
 #  2. builds taskmesh-agent and perf-backend (tests/src/bin/perf-backend.rs) in release;
 #  3. makes a network namespace with its own hosts file (tests/perf/hosts: the mesh's DNS names)
@@ -24,7 +25,10 @@
 #  6. runs the route-table criterion benchmarks (cargo bench -p taskmesh-mesh);
 #  7. renders BENCHMARKS.md with tests/perf/report.py.
 #
-# Knobs (environment): DURATION (10), WARMUP (3), CONNS ("16 256"), H2_CONNS (16), H2_STREAMS (10),
+# Knobs (environment): ROUNDS (5: step 5 is repeated, every proxy in turn each round, and
+# BENCHMARKS.md reports each figure's median; this machine's speed drifts by tens of percent
+# from minute to minute, and a single pass would hand the drift to whichever proxy ran then),
+# DURATION (6), WARMUP (3), CONNS ("16 256"), H2_CONNS (16), H2_STREAMS (10),
 # TCP_SECONDS (5), PROXY_CPU (1), LOAD_CPU (0), LOAD_MAX (1.5) and LOAD_WAIT (0 seconds: how long
 # to wait for the 1-minute load average to fall under LOAD_MAX before measuring), PROXIES
 # ("direct agent agent-trace nginx haproxy"), SKIP_BENCH (1: no criterion run), OUT (BENCHMARKS.md path),
@@ -34,7 +38,7 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 PERF=$ROOT/tests/perf
-DURATION=${DURATION:-10}
+DURATION=${DURATION:-6}
 WARMUP=${WARMUP:-3}
 CONNS=${CONNS:-"16 256"}
 H2_CONNS=${H2_CONNS:-16}
@@ -45,6 +49,7 @@ LOAD_CPU=${LOAD_CPU:-0}
 LOAD_MAX=${LOAD_MAX:-1.5}
 LOAD_WAIT=${LOAD_WAIT:-0}
 PROXIES=${PROXIES:-"direct agent agent-trace nginx haproxy"}
+ROUNDS=${ROUNDS:-5}
 SKIP_BENCH=${SKIP_BENCH:-0}
 OUT=${OUT:-$ROOT/BENCHMARKS.md}
 MESH=${MESH:-$PERF/mesh.yaml}
@@ -173,9 +178,11 @@ reset_peak() {
 }
 TICK=$(getconf CLK_TCK)
 
-# Emits one JSON result line: fields given as key=value (numbers) or key:=value (strings).
+# Emits one JSON result line: fields given as key=value (numbers) or key:=value (strings); the
+# round ($ROUND) is added.
+ROUND=1
 record() {
-    python3 - "$@" >>"$RESULTS" <<'PY'
+    python3 - "$@" round="$ROUND" >>"$RESULTS" <<'PY'
 import json, sys
 out = {}
 for a in sys.argv[1:]:
@@ -363,25 +370,28 @@ LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 STARTED=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 log "load average before: $LOAD_BEFORE; results in $RUN"
 
-for name in $PROXIES; do
-    read -r h1 h2 tcp <<<"$(ports_of "$name")"
-    start_proxy "$name"
-    idle=""
-    if [[ $name != direct ]]; then
-        sleep 1
-        idle=$(sum_kb VmRSS)
-    fi
-    v2=$(check_route "$name" "$h1")
-    record kind:=start proxy:="$name" idle_rss_kb="$idle" v2_of_200="$v2"
-    log "$name: idle RSS ${idle:-n/a} kB, $v2 of 200 requests to v2"
-    for c in $CONNS; do measure_wrk "$name" "$h1" "$c"; done
-    measure_h2 "$name" "$h2"
-    if [[ $name == agent-trace ]]; then
-        trace_stats
-    else
-        measure_tcp "$name" "$tcp"
-    fi
-    stop_proxy
+for ROUND in $(seq 1 "$ROUNDS"); do
+    log "round $ROUND of $ROUNDS"
+    for name in $PROXIES; do
+        read -r h1 h2 tcp <<<"$(ports_of "$name")"
+        start_proxy "$name"
+        idle=""
+        if [[ $name != direct ]]; then
+            sleep 1
+            idle=$(sum_kb VmRSS)
+        fi
+        v2=$(check_route "$name" "$h1")
+        record kind:=start proxy:="$name" idle_rss_kb="$idle" v2_of_200="$v2"
+        log "$name: idle RSS ${idle:-n/a} kB, $v2 of 200 requests to v2"
+        for c in $CONNS; do measure_wrk "$name" "$h1" "$c"; done
+        measure_h2 "$name" "$h2"
+        if [[ $name == agent-trace ]]; then
+            trace_stats
+        else
+            measure_tcp "$name" "$tcp"
+        fi
+        stop_proxy
+    done
 done
 LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 log "load average after: $LOAD_AFTER"
@@ -416,7 +426,7 @@ symbol_order_coverage() {
     echo " \"rustc\": \"$(rustc --version)\", \"wrk\": \"$(wrk -v 2>&1 | head -1 | awk '{ print $1, $2 }')\","
     echo " \"h2load\": \"$(h2load --version | head -1)\", \"iperf3\": \"$(iperf3 --version | head -1)\","
     echo " \"commit\": \"$(cd "$ROOT" && git rev-parse --short HEAD)$(cd "$ROOT" && git diff --quiet -- agent mesh tests/perf || echo '+dirty')\","
-    echo " \"duration\": $DURATION, \"warmup\": $WARMUP, \"proxy_cpu\": $PROXY_CPU, \"load_cpu\": $LOAD_CPU,"
+    echo " \"rounds\": $ROUNDS, \"duration\": $DURATION, \"warmup\": $WARMUP, \"proxy_cpu\": $PROXY_CPU, \"load_cpu\": $LOAD_CPU,"
     echo " \"host\": \"$HOST\", \"path\": \"$URL_PATH\", \"h2_conns\": $H2_CONNS, \"h2_streams\": $H2_STREAMS,"
     echo " \"tcp_seconds\": $TCP_SECONDS, \"criterion_dir\": \"$TARGET_DIR/criterion\", \"bench_since\": $BENCH_SINCE,"
     echo " \"skip_bench\": $SKIP_BENCH, \"symbol_order\": \"$(symbol_order_coverage)\"}"
