@@ -10,6 +10,8 @@
 #  callgrind  `valgrind --tool=callgrind` over exactly $REQUESTS requests (h2load --h1, $CONNS
 #             connections, default 16) and over none: stable instruction counts per function (inclusive
 #             and self), and the instructions per request (the difference of the two runs).
+#             CACHE_SIM=1 adds L1d and L2 misses per request (a simulation of this machine's
+#             per-core caches); PEER=nginx measures nginx the same way.
 #  order      regenerates agent/symbol-order.txt, the functions the agent runs laid out first in
 #             its binary (agent/build.rs): `valgrind --tool=callgrind --demangle=no` on the
 #             release binary itself (the names carry hashes of its exact build) over start, the
@@ -144,19 +146,42 @@ LL=${LL:-1048576,16,64}
 cache_flags=()
 [[ $CACHE_SIM != 1 ]] || cache_flags=(--cache-sim=yes "--D1=$D1" "--LL=$LL")
 
-# Runs the agent under callgrind, sends $1 requests ($CONNS connections), stops it; prints the dump.
+# PEER=nginx: the callgrind mode measures nginx instead (tests/perf/nginx.conf, one process:
+# `master_process off`), same request, same counts: the same yardstick for both.
+PEER=${PEER:-}
+case $PEER in
+    "") ;;
+    nginx)
+        command -v nginx >/dev/null || die "PEER=nginx: nginx is not installed (tests/perf/run.sh installs it)"
+        [[ $MODE == callgrind ]] || die "PEER=nginx goes with the callgrind mode"
+        mkdir -p "$RUN/nginx"
+        sed "s#@RUN@#$RUN/nginx#g" "$PERF/nginx.conf" >"$RUN/nginx/nginx.conf"
+        ;;
+    *) die "PEER=$PEER: only nginx" ;;
+esac
+
+# Runs the agent (or $PEER) under callgrind, sends $1 requests ($CONNS connections), stops it;
+# prints the dump.
 callgrind_run() {
-    local n=$1 out=$RUN/callgrind.$1.out
-    ip netns exec "$NS" taskset -c "$PROXY_CPU" env "${agent_env[@]}" LISTENER_DRAIN_WAIT_TIME_S=0 valgrind --tool=callgrind \
-        "${cache_flags[@]}" --callgrind-out-file="$out" "$AGENT" >"$RUN/agent-callgrind.$n.log" 2>&1 &
+    local n=$1 out=$RUN/callgrind.$1.out port=15001 url=$URL
+    local cmd=(env "${agent_env[@]}" LISTENER_DRAIN_WAIT_TIME_S=0 valgrind --tool=callgrind
+        "${cache_flags[@]}" --callgrind-out-file="$out" "$AGENT")
+    if [[ $PEER == nginx ]]; then
+        port=8081
+        url=http://127.0.0.1:8081/api/v1/items
+        cmd=(valgrind --tool=callgrind "${cache_flags[@]}" --callgrind-out-file="$out"
+            nginx -c "$RUN/nginx/nginx.conf" -p "$RUN/nginx" -g "master_process off;")
+    fi
+    ip netns exec "$NS" taskset -c "$PROXY_CPU" "${cmd[@]}" >"$RUN/callgrind.$n.log" 2>&1 &
     local pid=$!
-    wait_port 15001
+    wait_port "$port"
     sleep 1
     if ((n > 0)); then
-        nsx taskset -c "$LOAD_CPU" h2load --h1 -t1 -c"$CONNS" -n "$n" -H ":authority: $HOST" "$URL" |
+        nsx taskset -c "$LOAD_CPU" h2load --h1 -t1 -c"$CONNS" -n "$n" -H ":authority: $HOST" "$url" |
             grep -E '^(finished|requests|status)' >&2
     fi
-    kill -TERM "$pid"
+    # nginx stops gracefully on QUIT (TERM is its fast shutdown); the agent on TERM.
+    if [[ $PEER == nginx ]]; then kill -QUIT "$pid"; else kill -TERM "$pid"; fi
     wait "$pid" 2>/dev/null || true
     kill -0 "$pid" 2>/dev/null && die "the agent under callgrind (pid $pid) did not stop"
     echo "$out"

@@ -146,7 +146,7 @@ def main(meta_path, results_path):
             r["cpu_us_per_req"] = (r["cpu_s"] * 1e6 / r["wrk"]["requests"]) if r.get("cpu_s") else None
         groups.setdefault((r["kind"], r["proxy"], r.get("conns")), []).append(r)
     merged = [merge(rs) for rs in groups.values()]
-    rounds = max((len(r["by_round"]) for r in merged), default=1)
+    rounds = len({r.get("round", 1) for r in res}) or 1
     start = {r["proxy"]: r for r in merged if r["kind"] == "start"}
     http1 = {}
     for r in merged:
@@ -154,7 +154,9 @@ def main(meta_path, results_path):
             http1.setdefault(r["conns"], {})[r["proxy"]] = r
     h2 = {r["proxy"]: r for r in merged if r["kind"] == "h2"}
     tcp = {r["proxy"]: r for r in merged if r["kind"] == "tcp"}
-    trace = next((r for r in merged if r["kind"] == "trace"), None)
+    # Span counters of every point the tracing agent served (a fresh agent each), summed.
+    traces = [r for r in res if r["kind"] == "trace"]
+    trace = {k: sum(r[k] for r in traces) for k in ("exported", "dropped", "failures")} if traces else None
 
     o = []
     w = o.append
@@ -165,10 +167,11 @@ def main(meta_path, results_path):
     w("better of nginx and haproxy for that figure (higher is better for req/s and Gbit/s, lower")
     w("for latency, memory and CPU).")
     if rounds > 1:
-        w(f"Each figure is the median of {rounds} rounds; in every round each proxy is measured in turn,"
-          " so a slow spell of the machine (its speed drifts by tens of percent from minute to"
-          " minute) falls on all of them rather than on one. The rounds themselves are listed"
-          " under \"Round by round\". Ratios are of the medians.")
+        w(f"Each figure is the median of {rounds} rounds; in every round the proxies take turns point"
+          " by point (all at one connection count, then all at the next), so the figures compared"
+          " are measured seconds apart and a slow spell of the machine (its speed drifts by tens"
+          " of percent from minute to minute) falls on all of them rather than on one. The rounds"
+          " themselves are listed under \"Round by round\". Ratios are of the medians.")
     else:
         w("One round, one machine: differences of a few percent are noise.")
     w("")
@@ -358,9 +361,9 @@ def main(meta_path, results_path):
         if trace:
             w(f"Spans: {fmt_num(trace['exported'], 'rps')} exported to the sink,"
               f" {fmt_num(trace['dropped'], 'rps')} dropped (queue full),"
-              f" {trace['failures']} failed exports (read from the agent's /stats/prometheus at"
-              " the end of its runs; spans of the last second may still be queued"
-              f"{'; medians of the rounds, each round a fresh agent' if rounds > 1 else ''}).")
+              f" {trace['failures']} failed exports over all its points (read from the agent's"
+              " /stats/prometheus at the end of each; spans of the last second may still be"
+              " queued).")
             w("")
 
     crit = criterion(meta) if not meta.get("skip_bench") else {}

@@ -14,20 +14,23 @@
 #     server (127.0.0.1:25201, the TCP sink); client tools and backends share CPU $LOAD_CPU, each
 #     proxy runs alone on CPU $PROXY_CPU with one worker (agent TASKMESH_WORKERS=1, nginx
 #     worker_processes 1, haproxy nbthread 1);
-#  5. for direct / agent / agent-trace / nginx / haproxy: checks the route answers 200 and the
-#     90/10 split, then wrk (HTTP/1.1 keep-alive) at each of $CONNS connections ($WARMUP s
-#     warm-up, then $DURATION s measured), h2load (h2c) and iperf3 through the TCP route,
-#     recording the proxy's idle RSS, peak RSS (VmHWM, reset before each measured run) and CPU
-#     time. agent-trace is the same agent tracing every request (TASKMESH_TRACE_SAMPLING=1) to
-#     an OTLP/HTTP sink (a second perf-backend on 127.0.0.1:4318, CPU $LOAD_CPU); its spans
-#     exported and dropped are read from its /stats/prometheus afterwards (no TCP run: opaque
-#     TCP gets no spans);
+#  5. $ROUNDS rounds of: wrk (HTTP/1.1 keep-alive) at each of $CONNS connections ($WARMUP s
+#     warm-up, then $DURATION s measured), h2load (h2c) and iperf3 through the TCP route, each
+#     point through direct / agent / agent-trace / nginx / haproxy in turn, the proxy started
+#     for it and stopped after (its first start in a round checks that the route answers 200
+#     with the 90/10 split and records its idle RSS), recording the proxy's peak RSS (VmHWM,
+#     reset before each measured run) and CPU time. agent-trace is the same agent tracing every
+#     request (TASKMESH_TRACE_SAMPLING=1) to an OTLP/HTTP sink (a second perf-backend on
+#     127.0.0.1:4318, CPU $LOAD_CPU); its spans exported and dropped are read from its
+#     /stats/prometheus after each point (no TCP run: opaque TCP gets no spans);
 #  6. runs the route-table criterion benchmarks (cargo bench -p taskmesh-mesh);
 #  7. renders BENCHMARKS.md with tests/perf/report.py.
 #
-# Knobs (environment): ROUNDS (5: step 5 is repeated, every proxy in turn each round, and
-# BENCHMARKS.md reports each figure's median; this machine's speed drifts by tens of percent
-# from minute to minute, and a single pass would hand the drift to whichever proxy ran then),
+# Knobs (environment): ROUNDS (5: step 5 is repeated, and BENCHMARKS.md reports each figure's
+# median; within a round the proxies take turns point by point: all at 16 connections, then all
+# at 256, and so on, each started for its point and stopped after; this machine's speed drifts
+# by tens of percent from minute to minute, and measuring one proxy after the other would hand
+# the drift to whichever ran then),
 # DURATION (6), WARMUP (3), CONNS ("16 256"), H2_CONNS (16), H2_STREAMS (10),
 # TCP_SECONDS (5), PROXY_CPU (1), LOAD_CPU (0), LOAD_MAX (1.5) and LOAD_WAIT (0 seconds: how long
 # to wait for the 1-minute load average to fall under LOAD_MAX before measuring), PROXIES
@@ -219,6 +222,7 @@ start_proxy() {
                 APPMESH_VIRTUAL_NODE_NAME=mesh/bench/virtualNode/bench-client \
                 TASKMESH_CONFIG="file://$MESH" TASKMESH_WORKERS=1 \
                 TASKMESH_CACHE="$RUN/cache/last-good.json" ENVOY_ADMIN_ACCESS_PORT=9901 \
+                LISTENER_DRAIN_WAIT_TIME_S=0 \
                 "${tracing[@]}" "$AGENT"
             ;;
         nginx) start_bg "$PROXY_CPU" "$RUN/nginx.log" nginx -c "$RUN/nginx.conf" -p "$RUN" ;;
@@ -258,10 +262,18 @@ start_proxy() {
     done
 }
 
+# Stops the proxy and waits for it to exit (its ports are needed again by its next start).
 stop_proxy() {
-    local p
+    local p i
     for p in "${PROXY_PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-    sleep 0.5
+    for p in "${PROXY_PIDS[@]}"; do
+        for i in $(seq 1 50); do
+            kill -0 "$p" 2>/dev/null || break
+            sleep 0.1
+        done
+        kill -9 "$p" 2>/dev/null || true
+    done
+    sleep 0.2
     PROXY_PIDS=()
 }
 
@@ -370,11 +382,14 @@ LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 STARTED=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 log "load average before: $LOAD_BEFORE; results in $RUN"
 
-for ROUND in $(seq 1 "$ROUNDS"); do
-    log "round $ROUND of $ROUNDS"
-    for name in $PROXIES; do
-        read -r h1 h2 tcp <<<"$(ports_of "$name")"
-        start_proxy "$name"
+# One measurement (`http1:CONNS`, `h2` or `tcp`) of one proxy, started for it and stopped after.
+# The first start of a proxy in a round records its idle RSS and checks its route.
+STARTED_IN_ROUND=" "
+run_point() {
+    local name=$1 what=$2 h1 h2 tcp idle v2
+    read -r h1 h2 tcp <<<"$(ports_of "$name")"
+    start_proxy "$name"
+    if [[ $STARTED_IN_ROUND != *" $name "* ]]; then
         idle=""
         if [[ $name != direct ]]; then
             sleep 1
@@ -383,14 +398,29 @@ for ROUND in $(seq 1 "$ROUNDS"); do
         v2=$(check_route "$name" "$h1")
         record kind:=start proxy:="$name" idle_rss_kb="$idle" v2_of_200="$v2"
         log "$name: idle RSS ${idle:-n/a} kB, $v2 of 200 requests to v2"
-        for c in $CONNS; do measure_wrk "$name" "$h1" "$c"; done
-        measure_h2 "$name" "$h2"
-        if [[ $name == agent-trace ]]; then
-            trace_stats
-        else
-            measure_tcp "$name" "$tcp"
-        fi
-        stop_proxy
+        STARTED_IN_ROUND+="$name "
+    fi
+    case $what in
+        http1:*) measure_wrk "$name" "$h1" "${what#http1:}" ;;
+        h2) measure_h2 "$name" "$h2" ;;
+        tcp) measure_tcp "$name" "$tcp" ;;
+    esac
+    [[ $name != agent-trace ]] || trace_stats
+    stop_proxy
+}
+
+# Interleaved point by point: every proxy in turn at one connection count, then at the next, so
+# that the figures compared are measured seconds apart, not minutes.
+for ROUND in $(seq 1 "$ROUNDS"); do
+    log "round $ROUND of $ROUNDS"
+    STARTED_IN_ROUND=" "
+    for c in $CONNS; do
+        for name in $PROXIES; do run_point "$name" "http1:$c"; done
+    done
+    for name in $PROXIES; do run_point "$name" h2; done
+    for name in $PROXIES; do
+        # No TCP run for agent-trace: opaque TCP gets no spans.
+        [[ $name == agent-trace ]] || run_point "$name" tcp
     done
 done
 LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)

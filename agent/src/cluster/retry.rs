@@ -129,7 +129,7 @@ impl Resend {
         }
     }
 
-    /// Readdresses `head` to `upstream` and gives the body to send again.
+    /// Re-addresses `head` to `upstream` and gives the body to send again.
     fn rebuild(
         &self,
         head: &mut http::request::Parts,
@@ -160,8 +160,8 @@ impl Resend {
 /// the module documentation; `retries_made` follows the retries (for the request's span).
 /// Returns the response for the client and the access-log flag.
 ///
-/// The head is borrowed by every attempt (a retry readdresses it), never copied: this future
-/// is part of every client connection's while a request is in flight.
+/// The head is borrowed by every attempt (a retry re-addresses it), never copied: this future
+/// is part of the client connection's own while a request is in flight.
 pub async fn run(
     routed: Option<&Routed>,
     route_policy: Option<&RetryPolicy>,
