@@ -209,8 +209,8 @@ pub(super) fn poll_fill(
 /// head. `reused`: the connection carried an exchange before (a failure before any response
 /// byte may then be a stale connection: see [`Failed::resend`]).
 ///
-/// The head is borrowed: it is encoded into the connection's buffer before the first poll, and
-/// the caller keeps it for a retry. The future holds no copy of it.
+/// The head is borrowed: it is encoded into the connection's buffer by this call, and the
+/// caller keeps it for a retry. The future holds no copy of it.
 pub fn exchange(
     conn: Box<Conn>,
     head: &http::request::Parts,
