@@ -178,7 +178,7 @@ pub async fn run(
     };
     let max = policy.map_or(0, |p| p.max_retries);
     let _active = routed.map(|r| r.cluster.request_started());
-    let (resend, first_body) = if max == 0 {
+    let (resend, mut body) = if max == 0 {
         (Resend::No, UpstreamBody::client(body))
     } else if body.is_end_stream() {
         (Resend::Bodiless, UpstreamBody::client(body))
@@ -189,7 +189,6 @@ pub async fn run(
         let first = UpstreamBody::replay(replay.body());
         (Resend::Body(replay), first)
     };
-    let mut body = first_body;
     let per_try = policy.and_then(|p| p.per_retry_timeout).filter(|_| max > 0);
     let mut attempt: Option<InFlight> = routed.and_then(Routed::take_first);
     let mut tried = Tried::default();

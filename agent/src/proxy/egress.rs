@@ -7,7 +7,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use http::{Request, Response, StatusCode, header};
@@ -22,6 +22,7 @@ use crate::agent::Shared;
 use crate::cluster::retry;
 use crate::config::ActiveConfig;
 use crate::metrics::{Direction, IdleKind, RouteStats};
+use crate::trace::PendingSpan;
 
 /// How long an ALLOW_ALL connection may stay silent before it is treated as opaque TCP
 /// (server-speaks-first protocols such as MySQL or SMTP).
@@ -210,13 +211,14 @@ fn handle(
                 client: Some(conn.peer.ip()),
                 grpc,
             },
-            &mut head.extensions,
         );
 
         let (resp, upstream_authority, flags) = match decision.upstream {
             Err((status, msg, flag)) => (local_response(status, msg), None, flag),
             Ok(up) => {
-                let (r, flag) = forward(shared, &decision, &mut head, body, &conn, up).await;
+                let span_bytes = span.as_ref().and_then(PendingSpan::request_bytes);
+                let (r, flag) =
+                    forward(shared, &decision, &mut head, body, span_bytes, &conn, up).await;
                 (r, Some(http_forward::authority_for(up)), flag)
             }
         };
@@ -252,14 +254,16 @@ fn handle(
     }
 }
 
-/// Sends the request (`head`, readied for the upstream here, and `body`) with the route's
-/// timeouts and retries (`crate::cluster::retry`: the route policy or App Mesh's implicit
-/// default, endpoints not yet tried, retry budget, small bodies replayed).
+/// Sends the request (`head`, readied for the upstream here, and `body` with its span's byte
+/// count, if sampled) with the route's timeouts and retries (`crate::cluster::retry`: the route
+/// policy or App Mesh's implicit default, endpoints not yet tried, retry budget, small bodies
+/// replayed).
 async fn forward(
     shared: &Shared,
     d: &Decision<'_>,
     head: &mut http::request::Parts,
     body: RequestBody,
+    span_bytes: Option<Arc<AtomicU64>>,
     conn: &Conn,
     up: SocketAddr,
 ) -> (Response<ProxyBody>, &'static str) {
@@ -271,10 +275,6 @@ async fn forward(
         );
     }
     // The client's body is counted once, as it is read (a replayed retry does not count again).
-    let span_bytes = head
-        .extensions
-        .remove::<crate::trace::RequestBytes>()
-        .map(|b| b.0);
     let body = Counted::request(body, d.stats.clone(), span_bytes);
     let upstream = Upstream {
         pool: &shared.pool,

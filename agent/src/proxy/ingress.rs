@@ -16,6 +16,7 @@ use crate::access_log::{self, Entry};
 use crate::agent::Shared;
 use crate::metrics::{Direction, LimitKind, RouteStats};
 use crate::tls::server::IngressStream;
+use crate::trace::PendingSpan;
 
 struct Conn {
     shared: Arc<Shared>,
@@ -191,7 +192,6 @@ fn handle(
                 client: Some(conn.peer.ip()),
                 grpc,
             },
-            &mut head.extensions,
         );
         http_forward::ensure_request_id(&mut head.headers);
         let (resp, flags) = match http_forward::prepare_request(&mut head, conn.peer.ip(), conn.app)
@@ -201,14 +201,10 @@ fn handle(
                 "DI",
             ),
             Ok(_) => {
-                let span_bytes = head
-                    .extensions
-                    .remove::<crate::trace::RequestBytes>()
-                    .map(|b| b.0);
                 let body = crate::proxy::pool::UpstreamBody::client(Counted::request(
                     body,
                     conn.stats.clone(),
-                    span_bytes,
+                    span.as_ref().and_then(PendingSpan::request_bytes),
                 ));
                 // Made in the `.await` expression: bound to a local first, the future would be
                 // stored twice (see `egress::forward`).

@@ -161,22 +161,14 @@ impl Tracer {
         })
     }
 
-    /// [`Tracer::span`] for a call site holding the request: a sampled hop's span, with the
-    /// request body's byte count linked to it through a [`RequestBytes`] in the request's
-    /// `extensions` (which the forwarding code takes out again before sending). `None`, and
-    /// nothing allocated, when the hop is not sampled.
-    pub fn start_span(
-        &self,
-        hop: Option<Hop>,
-        start: SpanStart<'_>,
-        extensions: &mut http::Extensions,
-    ) -> Option<PendingSpan> {
+    /// [`Tracer::span`] for a call site forwarding a request body: a sampled hop's span with a
+    /// byte count for the body ([`PendingSpan::request_bytes`], handed to the body's counter).
+    /// `None`, and nothing allocated, when the hop is not sampled.
+    pub fn start_span(&self, hop: Option<Hop>, start: SpanStart<'_>) -> Option<PendingSpan> {
         if !hop.is_some_and(|h| h.sampled) || self.inner.is_none() {
             return None;
         }
-        let bytes = Arc::new(AtomicU64::new(0));
-        extensions.insert(RequestBytes(bytes.clone()));
-        self.span(hop, start, Some(bytes))
+        self.span(hop, start, Some(Arc::new(AtomicU64::new(0))))
     }
 
     /// Queues a finished span for export; drops (and counts) it when the queue is full.
@@ -203,6 +195,12 @@ pub struct PendingSpan {
 }
 
 impl PendingSpan {
+    /// The request body's byte count reported with the span, for the body's counter to add to
+    /// (`None`: the span reports none).
+    pub fn request_bytes(&self) -> Option<Arc<AtomicU64>> {
+        self.request_bytes.clone()
+    }
+
     /// Records the response: status, flag and retries.
     pub fn respond(&mut self, status: u16, flags: &'static str, retries: u32) {
         self.data.status = status;
@@ -223,14 +221,6 @@ impl PendingSpan {
         tracer.submit(*data);
     }
 }
-
-/// Put in a sampled request's extensions: the request body's byte count for its span.
-#[derive(Clone, Debug)]
-pub struct RequestBytes(pub Arc<AtomicU64>);
-
-/// Put in a response's extensions by the egress retry loop when it retried.
-#[derive(Clone, Copy, Debug)]
-pub struct Retries(pub u32);
 
 #[cfg(test)]
 mod tests {
