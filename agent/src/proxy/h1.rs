@@ -48,6 +48,10 @@ pub const MAX_HEADERS: usize = 100;
 pub(super) const FIRST_READ: usize = 4 * 1024;
 /// Largest read size.
 pub(super) const MAX_READ: usize = 64 * 1024;
+/// A body frame this small (with what is still unwritten before it) is copied after the head in
+/// the connection's `out` buffer rather than written as a separate piece: a copy of a few KiB
+/// costs less than the vectored system call it saves.
+const COALESCE_MAX: usize = 4 * 1024;
 /// Longest chunk-size line (size and extensions) accepted.
 const MAX_CHUNK_LINE: usize = 4 * 1024;
 
@@ -350,13 +354,20 @@ where
                 }
                 continue;
             }
-            let slices = [
-                IoSlice::new(&out[self.out_pos..]),
-                IoSlice::new(&self.data),
-                IoSlice::new(self.tail),
-            ];
-            let n = ready!(Pin::new(&mut *io).poll_write_vectored(cx, &slices))
-                .map_err(H1Error::Write)?;
+            // One buffer goes out with `send`, several with `writev`: on Linux the vectored
+            // call costs more (the iovec array is copied in, and the file layer checks it
+            // before the socket sees it), ~0.5 µs a call on the benchmark's machine.
+            let n = if self.data.is_empty() && self.tail.is_empty() {
+                ready!(Pin::new(&mut *io).poll_write(cx, &out[self.out_pos..]))
+            } else {
+                let slices = [
+                    IoSlice::new(&out[self.out_pos..]),
+                    IoSlice::new(&self.data),
+                    IoSlice::new(self.tail),
+                ];
+                ready!(Pin::new(&mut *io).poll_write_vectored(cx, &slices))
+            }
+            .map_err(H1Error::Write)?;
             if n == 0 {
                 return Poll::Ready(Err(H1Error::Write(io::ErrorKind::WriteZero.into())));
             }
@@ -418,7 +429,16 @@ where
                     }
                     Framing::UntilClose => {}
                 }
-                self.data = data;
+                if out.len() - self.out_pos + data.len() + self.tail.len() <= COALESCE_MAX {
+                    // A small frame joins what is pending in `out` (the head, a chunk line), so
+                    // that all of it goes out in one `send`. Bounded: `out` holds at most
+                    // COALESCE_MAX unwritten bytes this way; a larger frame waits in `data`, and
+                    // no frame is taken while one does.
+                    out.extend_from_slice(&data);
+                    out.extend_from_slice(std::mem::take(&mut self.tail));
+                } else {
+                    self.data = data;
+                }
                 Ok(())
             }
             Err(frame) => {
@@ -1659,5 +1679,159 @@ mod tests {
         assert!(body.frame().await.is_none());
         assert!(body.reusable().is_some());
         task.await.unwrap();
+    }
+
+    /// A socket stand-in that records each write call: `send` (one buffer) or `writev`, and how
+    /// many bytes it took; it takes at most `max` bytes a call, and, when `stalls`, is not
+    /// writable every other call (a full send buffer).
+    struct Recorder {
+        calls: Vec<(&'static str, usize)>,
+        wire: Vec<u8>,
+        max: usize,
+        stalls: bool,
+        stalled: bool,
+    }
+
+    impl Recorder {
+        fn new(max: usize, stalls: bool) -> Recorder {
+            Recorder {
+                calls: Vec::new(),
+                wire: Vec::new(),
+                max,
+                stalls,
+                stalled: false,
+            }
+        }
+
+        fn stall(&mut self) -> bool {
+            self.stalled = self.stalls && !self.stalled;
+            self.stalled
+        }
+    }
+
+    impl tokio::io::AsyncWrite for Recorder {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            if self.stall() {
+                return Poll::Pending;
+            }
+            let n = buf.len().min(self.max);
+            self.wire.extend_from_slice(&buf[..n]);
+            self.calls.push(("send", n));
+            Poll::Ready(Ok(n))
+        }
+
+        fn poll_write_vectored(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            bufs: &[IoSlice<'_>],
+        ) -> Poll<io::Result<usize>> {
+            if self.stall() {
+                return Poll::Pending;
+            }
+            let mut n = 0;
+            for b in bufs {
+                let take = b.len().min(self.max - n);
+                self.wire.extend_from_slice(&b[..take]);
+                n += take;
+            }
+            self.calls.push(("writev", n));
+            Poll::Ready(Ok(n))
+        }
+
+        fn is_write_vectored(&self) -> bool {
+            true
+        }
+
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    /// Writes `head` and then `body` framed as `framing` into `rec`; returns the largest number
+    /// of unwritten bytes `out` held whenever the socket was not writable.
+    fn write_all<B>(rec: &mut Recorder, head: &[u8], body: B, framing: Framing) -> usize
+    where
+        B: Body<Data = Bytes> + Unpin,
+        B::Error: Into<BoxError>,
+    {
+        let mut out = head.to_vec();
+        let mut w = Writer::new(Some(body), framing);
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut most = 0;
+        for _ in 0..1_000_000 {
+            most = most.max(out.len() - w.out_pos);
+            match w.poll_write(rec, &mut out, &mut cx) {
+                Poll::Ready(r) => {
+                    r.unwrap();
+                    return most;
+                }
+                Poll::Pending => assert!(rec.stalls, "a ready body and socket never wait"),
+            }
+        }
+        unreachable!()
+    }
+
+    #[test]
+    fn a_small_body_goes_out_with_its_head_in_one_send() {
+        let head = b"HTTP/1.1 200 OK\r\ncontent-length: 64\r\n\r\n";
+        let body = http_body_util::Full::new(Bytes::from(vec![b'x'; 64]));
+        let mut rec = Recorder::new(usize::MAX, false);
+        write_all(&mut rec, head, body, Framing::Length(64));
+        assert_eq!(rec.calls, [("send", head.len() + 64)]);
+        assert_eq!(rec.wire, [&head[..], &[b'x'; 64]].concat());
+    }
+
+    #[test]
+    fn a_large_body_is_not_copied_but_written_beside_the_head() {
+        let head = b"HTTP/1.1 200 OK\r\ncontent-length: 65536\r\n\r\n";
+        let data = vec![b'y'; 65536];
+        let body = http_body_util::Full::new(Bytes::from(data.clone()));
+        let mut rec = Recorder::new(usize::MAX, false);
+        write_all(&mut rec, head, body, Framing::Length(65536));
+        assert_eq!(rec.calls, [("writev", head.len() + 65536)]);
+        assert_eq!(rec.wire, [&head[..], &data].concat());
+    }
+
+    #[test]
+    fn small_chunks_are_framed_in_the_buffer_and_it_stays_bounded() {
+        let head = b"POST / HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\n";
+        let words: Vec<Vec<u8>> = (0..200)
+            .map(|i| vec![b'a' + (i % 26) as u8; 100 + i])
+            .collect();
+        let body = || {
+            StreamBody::new(futures::stream::iter(words.iter().map(|w| {
+                Ok::<_, std::convert::Infallible>(Frame::data(Bytes::from(w.clone())))
+            })))
+        };
+        let mut want = head.to_vec();
+        for w in &words {
+            want.extend_from_slice(format!("{:x}\r\n", w.len()).as_bytes());
+            want.extend_from_slice(w);
+            want.extend_from_slice(b"\r\n");
+        }
+        want.extend_from_slice(b"0\r\n\r\n");
+        // A socket that takes everything: each chunk, framed, goes out in one send.
+        let mut rec = Recorder::new(usize::MAX, false);
+        write_all(&mut rec, head, body(), Framing::Chunked);
+        assert_eq!(rec.wire, want);
+        assert!(
+            rec.calls.iter().all(|(call, _)| *call == "send"),
+            "{:?}",
+            rec.calls
+        );
+        // A socket that takes 7 bytes a call and is writable every other call: the chunks
+        // queue in `out` only up to the bound.
+        let mut rec = Recorder::new(7, true);
+        let most = write_all(&mut rec, head, body(), Framing::Chunked);
+        assert_eq!(rec.wire, want);
+        assert!(most <= COALESCE_MAX, "{most} bytes unwritten in out");
     }
 }
