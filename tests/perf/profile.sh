@@ -17,6 +17,12 @@
 #             release binary itself (the names carry hashes of its exact build) over start, the
 #             first mesh load, $ORDER_REQUESTS HTTP/1.1 and h2c requests, admin reads and stop;
 #             every function of the binary that ran, hottest first. Rebuild after it.
+#  syscalls   the agent and nginx (tests/perf/nginx.conf, one process) in turn, $SYS_ROUNDS times,
+#             each for $DURATION s of wrk at $CONNS connections (after $WARMUP s of warm-up) with
+#             `perf stat` attached: per request, CPU time (task-clock), context switches, the
+#             system calls by name, and requests served per epoll_wait call: what differs between the
+#             two where user space is not the difference. PERF_TRACE=1 adds a `perf trace -s`
+#             run of each (every system call traced: slow, but with the time spent in each).
 #  heap       `heaptrack` over the agent's life: start, $DURATION s of wrk at $CONNS connections
 #             (use CONNS=256 for the benchmark's peak), stop; prints the peak heap, the
 #             allocation sites holding most of it at the peak, and the peak RSS (VmHWM).
@@ -42,13 +48,15 @@ URL=http://127.0.0.1:15001/api/v1/items
 log() { printf '[profile %s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 [[ $(id -u) == 0 ]] || die "run as root"
-case $MODE in perf | callgrind | both | heap | order) ;; *) die "unknown mode '$MODE' (perf, callgrind, both, heap or order)" ;; esac
+case $MODE in perf | callgrind | both | heap | order | syscalls) ;; *) die "unknown mode '$MODE' (perf, callgrind, both, heap, order or syscalls)" ;; esac
 ORDER_REQUESTS=${ORDER_REQUESTS:-2000}
 need_pkgs=()
 command -v wrk >/dev/null || need_pkgs+=(wrk)
 command -v h2load >/dev/null || need_pkgs+=(nghttp2-client)
 command -v taskset >/dev/null || need_pkgs+=(util-linux)
-[[ $MODE != perf && $MODE != both ]] || command -v perf >/dev/null || need_pkgs+=(linux-perf)
+[[ $MODE != perf && $MODE != both && $MODE != syscalls ]] || command -v perf >/dev/null || need_pkgs+=(linux-perf)
+[[ $MODE != syscalls ]] || command -v nginx >/dev/null || need_pkgs+=(nginx)
+[[ $MODE != syscalls || -e /usr/lib/nginx/modules/ngx_stream_module.so ]] || need_pkgs+=(libnginx-mod-stream)
 [[ $MODE != callgrind && $MODE != both && $MODE != order ]] || command -v valgrind >/dev/null || need_pkgs+=(valgrind)
 [[ $MODE != order ]] || command -v curl >/dev/null || need_pkgs+=(curl)
 [[ $MODE != heap ]] || command -v heaptrack >/dev/null || need_pkgs+=(heaptrack)
@@ -269,5 +277,70 @@ if [[ $MODE == heap ]]; then
     grep -E '^(peak heap memory|PEAK MEMORY)' -A400 "$RUN/heap-peaks.txt" | sed -n 1,400p | cut -c1-220 >"$RUN/heap-peaks-short.txt" || true
     sed -n 1,160p "$RUN/heap-peaks-short.txt"
     grep -E '^(total runtime|calls to allocation|peak heap|peak RSS)' "$RUN/heap-peaks.txt" || true
+fi
+if [[ $MODE == syscalls ]]; then
+    SYS_ROUNDS=${SYS_ROUNDS:-3}
+    WARMUP=${WARMUP:-3}
+    PERF_TRACE=${PERF_TRACE:-0}
+    mkdir -p "$RUN/nginx"
+    sed "s#@RUN@#$RUN/nginx#g" "$PERF/nginx.conf" >"$RUN/nginx/nginx.conf"
+    events=task-clock,context-switches
+    for sc in epoll_wait epoll_pwait epoll_ctl recvfrom read readv sendto write writev sendmsg recvmsg \
+        accept4 connect close getsockopt setsockopt getpid; do
+        events+=",syscalls:sys_enter_$sc"
+    done
+    events+=",raw_syscalls:sys_enter"
+    # One proxy ($1: agent or nginx) on CPU $PROXY_CPU: warm-up, then wrk with perf stat attached;
+    # prints "name requests perf-stat-csv-file".
+    sys_point() {
+        local name=$1 i=$2 port pid
+        if [[ $name == agent ]]; then
+            port=15001
+            ip netns exec "$NS" taskset -c "$PROXY_CPU" env "${agent_env[@]}" LISTENER_DRAIN_WAIT_TIME_S=0 \
+                "$AGENT" >"$RUN/agent-sys.log" 2>&1 &
+        else
+            port=8081
+            ip netns exec "$NS" taskset -c "$PROXY_CPU" nginx -c "$RUN/nginx/nginx.conf" -p "$RUN/nginx" \
+                -g "master_process off;" >"$RUN/nginx-sys.log" 2>&1 &
+        fi
+        pid=$!
+        wait_port "$port"
+        local url=http://127.0.0.1:$port/api/v1/items
+        nsx taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d"${WARMUP}s" -H "Host: $HOST" "$url" >/dev/null
+        perf stat -x, -e "$events" -p "$pid" -o "$RUN/stat-$name-$i.csv" &
+        local st=$!
+        nsx taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d"${DURATION}s" -H "Host: $HOST" "$url" >"$RUN/wrk-$name-$i.txt"
+        kill -INT "$st"
+        wait "$st" || true
+        if [[ $PERF_TRACE == 1 ]]; then
+            perf trace -s -p "$pid" -o "$RUN/trace-$name-$i.txt" &
+            st=$!
+            sleep 1
+            nsx taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d"${DURATION}s" -H "Host: $HOST" "$url" >"$RUN/wrk-trace-$name-$i.txt"
+            kill -INT "$st"
+            wait "$st" || true
+        fi
+        if [[ $name == nginx ]]; then kill -QUIT "$pid"; else kill -TERM "$pid"; fi
+        wait "$pid" 2>/dev/null || true
+        local reqs
+        reqs=$(awk '/requests in/ { print $1 }' "$RUN/wrk-$name-$i.txt")
+        [[ -n $reqs ]] || die "$name: wrk failed: $(cat "$RUN/wrk-$name-$i.txt")"
+        echo "$name $reqs $RUN/stat-$name-$i.csv"
+    }
+    points=()
+    for i in $(seq 1 "$SYS_ROUNDS"); do
+        for name in agent nginx; do
+            points+=("$(sys_point "$name" "$i")")
+            log "round $i: ${points[-1]}"
+        done
+    done
+    log "per request, $CONNS connections (median of $SYS_ROUNDS rounds, the rounds after '|')"
+    printf '%s\n' "${points[@]}" | python3 "$PERF/report.py" --syscalls
+    if [[ $PERF_TRACE == 1 ]]; then
+        for f in "$RUN"/trace-*.txt; do
+            log "perf trace -s: $f (requests: $(awk '/requests in/ { print $1 }' "${f/trace-/wrk-trace-}"))"
+            grep -E '^\s+(epoll|recv|read|write|send|close|accept|connect|getsock|setsock|getpid)' "$f" | head -20
+        done
+    fi
 fi
 log "raw data in $RUN"

@@ -11,6 +11,10 @@ OTLP sink), and tests/perf/profile.md (where the agent's time goes).
 
 `report.py --h2load-latency` reads h2load's output on stdin and prints the mean and max request
 time in microseconds (h2load prints no percentiles).
+
+`report.py --syscalls` reads lines `PROXY REQUESTS PERF-STAT-CSV` (tests/perf/profile.sh
+syscalls) on stdin and prints, per proxy, each `perf stat` count per request: the median over
+the proxy's lines, then every line's own figure.
 """
 
 import json
@@ -50,6 +54,8 @@ def fmt_num(v, unit):
         return f"{v:.2f} Gbit/s"
     if unit == "us_cpu":
         return f"{v:.1f} µs"
+    if unit == "per_req":
+        return f"{v:.2f}"
     return str(v)
 
 
@@ -144,6 +150,9 @@ def main(meta_path, results_path):
             r["wrk"] = json.loads(r["wrk"])
             # Per round, so that the median is of the rounds' own figures.
             r["cpu_us_per_req"] = (r["cpu_s"] * 1e6 / r["wrk"]["requests"]) if r.get("cpu_s") else None
+            n = r["wrk"]["requests"] or None
+            r["segs_per_req"] = r["tcp_segs"] / n if n and r.get("tcp_segs") is not None else None
+            r["ctxsw_per_req"] = r["ctxsw"] / n if n and r.get("ctxsw") is not None else None
         groups.setdefault((r["kind"], r["proxy"], r.get("conns")), []).append(r)
     merged = [merge(rs) for rs in groups.values()]
     rounds = len({r.get("round", 1) for r in res}) or 1
@@ -247,6 +256,8 @@ def main(meta_path, results_path):
         rss = {p: runs[p]["peak_rss_kb"] if p in runs else None for p in proxies}
         cpu = {p: runs[p]["cpu_s"] if p in runs else None for p in proxies}
         cpu_req = {p: runs[p]["cpu_us_per_req"] if p in runs else None for p in proxies}
+        segs = {p: runs[p].get("segs_per_req") if p in runs else None for p in proxies}
+        ctxsw = {p: runs[p].get("ctxsw_per_req") if p in runs else None for p in proxies}
         # Summed over the rounds: any error counts.
         errs = {p: sum(x["wrk"]["socket_errors"] + x["wrk"]["timeouts"] + x["wrk"]["non2xx"]
                        for x in runs[p]["by_round"])
@@ -263,6 +274,8 @@ def main(meta_path, results_path):
             ("proxy peak RSS", rss, "kb", False),
             ("proxy CPU time", cpu, "s", False),
             ("proxy CPU per request", cpu_req, "us_cpu", False),
+            ("TCP segments per request", segs, "per_req", False),
+            ("proxy context switches per request", ctxsw, "per_req", False),
         ], proxies))
         w("")
         w(f"Errors (socket errors + timeouts + non-2xx{', all rounds' if rounds > 1 else ''}): " +
@@ -423,11 +436,61 @@ def main(meta_path, results_path):
     sys.stdout.write("\n".join(o) + "\n")
 
 
+def perf_stat_csv(path):
+    """{event: count} of a `perf stat -x,` output file (task-clock in milliseconds)."""
+    out = {}
+    for line in open(path):
+        f = line.strip().split(",")
+        if len(f) < 3 or line.startswith("#") or not f[0]:
+            continue
+        try:
+            out[f[2]] = float(f[0])
+        except ValueError:  # "<not counted>"
+            out[f[2]] = None
+    return out
+
+
+def syscalls_report(lines):
+    by_proxy = {}
+    for line in lines:
+        if not line.strip():
+            continue
+        proxy, reqs, path = line.split()
+        stat = perf_stat_csv(path)
+        per = {}
+        for ev, v in stat.items():
+            if v is None:
+                continue
+            name = ev.replace("syscalls:sys_enter_", "").replace("raw_syscalls:sys_enter", "all system calls")
+            if ev == "task-clock":
+                per["CPU µs"] = v * 1e3 / int(reqs)
+            else:
+                per[name] = v / int(reqs)
+        waits = (stat.get("syscalls:sys_enter_epoll_wait") or 0) + (stat.get("syscalls:sys_enter_epoll_pwait") or 0)
+        if waits:
+            # epoll_wait calls per request, inverted: requests served per wait.
+            per["requests per epoll_wait"] = int(reqs) / waits
+        by_proxy.setdefault(proxy, []).append(per)
+    names = []
+    for runs in by_proxy.values():
+        for per in runs:
+            names += [n for n in per if n not in names]
+    for name in names:
+        cells = []
+        for proxy, runs in by_proxy.items():
+            vals = [per.get(name, 0.0) for per in runs]
+            cells.append(f"{proxy} {median(vals):8.3f} | " + " ".join(f"{v:.3f}" for v in vals))
+        print(f"{name:>26}: " + "    ".join(cells))
+
+
 if __name__ == "__main__":
-    if sys.argv[1:] == ["--h2load-latency"]:
+    if sys.argv[1:] == ["--syscalls"]:
+        syscalls_report(sys.stdin.read().splitlines())
+    elif sys.argv[1:] == ["--h2load-latency"]:
         mean, mx = h2load_latency(sys.stdin.read())
         print(mean if mean is not None else "", mx if mx is not None else "")
     elif len(sys.argv) == 3:
         main(sys.argv[1], sys.argv[2])
     else:
-        sys.exit("usage: report.py META.json RESULTS.jsonl | report.py --h2load-latency < h2load.txt")
+        sys.exit("usage: report.py META.json RESULTS.jsonl | report.py --h2load-latency < h2load.txt"
+                 " | report.py --syscalls < points.txt")

@@ -34,7 +34,8 @@
 # DURATION (6), WARMUP (3), CONNS ("16 256"), H2_CONNS (16), H2_STREAMS (10),
 # TCP_SECONDS (5), PROXY_CPU (1), LOAD_CPU (0), LOAD_MAX (1.5) and LOAD_WAIT (0 seconds: how long
 # to wait for the 1-minute load average to fall under LOAD_MAX before measuring), PROXIES
-# ("direct agent agent-trace nginx haproxy"), SKIP_BENCH (1: no criterion run), OUT (BENCHMARKS.md path),
+# ("direct agent agent-trace nginx haproxy"), KINDS ("http1 h2 tcp": which runs; fewer for a quick
+# look, the report then leaves the others' tables out), SKIP_BENCH (1: no criterion run), OUT (BENCHMARKS.md path),
 # MESH (the agent's mesh document, default tests/perf/mesh.yaml), SKIP_BUILD (1: use the release
 # binaries already under the target directory, e.g. for an A/B run of a binary built elsewhere).
 set -euo pipefail
@@ -52,6 +53,7 @@ LOAD_CPU=${LOAD_CPU:-0}
 LOAD_MAX=${LOAD_MAX:-1.5}
 LOAD_WAIT=${LOAD_WAIT:-0}
 PROXIES=${PROXIES:-"direct agent agent-trace nginx haproxy"}
+KINDS=${KINDS:-"http1 h2 tcp"}
 ROUNDS=${ROUNDS:-5}
 SKIP_BENCH=${SKIP_BENCH:-0}
 OUT=${OUT:-$ROOT/BENCHMARKS.md}
@@ -175,6 +177,17 @@ cpu_ticks() {
     done
     echo "$t"
 }
+# The proxy's context switches so far (voluntary: it slept in epoll_wait; involuntary: preempted).
+ctx_switches() {
+    local p t=0
+    for p in "${PROXY_PIDS[@]}"; do
+        t=$((t + $(proc_kb "$p" voluntary_ctxt_switches) + $(proc_kb "$p" nonvoluntary_ctxt_switches)))
+    done
+    echo "$t"
+}
+# TCP segments sent in the namespace so far (every hop is on its loopback: requests, responses and
+# pure ACKs, client, proxy and backend alike).
+tcp_out_segs() { nsx awk '$1 == "Tcp:" && $2 ~ /^[0-9]/ { print $12 }' /proc/net/snmp; }
 reset_peak() {
     local p
     for p in "${PROXY_PIDS[@]}"; do echo 5 >"/proc/$p/clear_refs"; done
@@ -298,19 +311,24 @@ measure_wrk() {
     local url="http://127.0.0.1:$port$URL_PATH"
     on_load wrk -t1 -c"$conns" -d"${WARMUP}s" -H "Host: $HOST" "$url" >/dev/null
     [[ $name == direct ]] || reset_peak
-    local c0 c1 json
-    [[ $name == direct ]] || c0=$(cpu_ticks)
+    local c0 c1 json s0 s1 x0="" x1
+    [[ $name == direct ]] || { c0=$(cpu_ticks); x0=$(ctx_switches); }
+    s0=$(tcp_out_segs)
     json=$(on_load wrk -t1 -c"$conns" -d"${DURATION}s" --latency -H "Host: $HOST" \
         -s "$PERF/wrk-report.lua" "$url" | tee "$RUN/wrk-$name-$conns.txt" | grep '^{') ||
         die "$name: wrk at $conns connections failed (output: $RUN/wrk-$name-$conns.txt)"
-    local rss="" cpu=""
+    s1=$(tcp_out_segs)
+    local rss="" cpu="" ctxsw=""
     if [[ $name != direct ]]; then
         c1=$(cpu_ticks)
+        x1=$(ctx_switches)
         rss=$(sum_kb VmHWM)
         cpu=$(python3 -c "print(($c1 - $c0) / $TICK)")
+        ctxsw=$((x1 - x0))
     fi
-    record kind:=http1 proxy:="$name" conns="$conns" wrk:="$json" peak_rss_kb="$rss" cpu_s="$cpu"
-    log "$name http/1.1 c=$conns: $json peak_rss_kb=$rss cpu_s=$cpu"
+    record kind:=http1 proxy:="$name" conns="$conns" wrk:="$json" peak_rss_kb="$rss" cpu_s="$cpu" \
+        tcp_segs="$((s1 - s0))" ctxsw="$ctxsw"
+    log "$name http/1.1 c=$conns: $json peak_rss_kb=$rss cpu_s=$cpu tcp_segs=$((s1 - s0)) ctxsw=$ctxsw"
 }
 
 measure_h2() {
@@ -414,14 +432,20 @@ run_point() {
 for ROUND in $(seq 1 "$ROUNDS"); do
     log "round $ROUND of $ROUNDS"
     STARTED_IN_ROUND=" "
-    for c in $CONNS; do
-        for name in $PROXIES; do run_point "$name" "http1:$c"; done
-    done
-    for name in $PROXIES; do run_point "$name" h2; done
-    for name in $PROXIES; do
-        # No TCP run for agent-trace: opaque TCP gets no spans.
-        [[ $name == agent-trace ]] || run_point "$name" tcp
-    done
+    if [[ " $KINDS " == *" http1 "* ]]; then
+        for c in $CONNS; do
+            for name in $PROXIES; do run_point "$name" "http1:$c"; done
+        done
+    fi
+    if [[ " $KINDS " == *" h2 "* ]]; then
+        for name in $PROXIES; do run_point "$name" h2; done
+    fi
+    if [[ " $KINDS " == *" tcp "* ]]; then
+        for name in $PROXIES; do
+            # No TCP run for agent-trace: opaque TCP gets no spans.
+            [[ $name == agent-trace ]] || run_point "$name" tcp
+        done
+    fi
 done
 LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 log "load average after: $LOAD_AFTER"
