@@ -145,7 +145,11 @@ def main(meta_path, results_path):
     res = [json.loads(l) for l in open(results_path) if l.strip()]
     proxies = [p for p in ORDER if any(r["proxy"] == p for r in res)]
     groups = {}
+    h2h = {}
     for r in res:
+        if r["kind"] == "h2h":
+            h2h.setdefault((r["conns"], r["peer"]), []).append(r)
+            continue
         if r["kind"] == "http1":
             r["wrk"] = json.loads(r["wrk"])
             # Per round, so that the median is of the rounds' own figures.
@@ -220,7 +224,9 @@ def main(meta_path, results_path):
           f" {meta['load_cpu']}, answering 200). No TCP run for it (opaque TCP gets no spans).")
     w("- Peak RSS: VmHWM (reset through `/proc/<pid>/clear_refs` before each measured run), CPU:"
       " utime + stime over the measured run. Idle RSS: after start and the first configuration"
-      " load, before any traffic.")
+      " load, before any traffic. TCP segments per request: every segment sent in the namespace"
+      " (client, proxy and backend; data and pure ACKs) over the run, per request; context"
+      " switches: the proxy's voluntary (it slept waiting for events) and involuntary ones.")
     w("")
     w("Commands (inside the namespace):")
     w("")
@@ -295,6 +301,48 @@ def main(meta_path, results_path):
             if conns == max(http1):
                 goals.append((f"peak RSS ≤ 20 MB at {conns} connections",
                               rss["agent"] <= 20 * 1024, fmt_num(rss["agent"], "kb")))
+
+    if h2h:
+        w("## Head to head: the agent and a peer on the same core at the same time")
+        w("")
+        w(f"The agent and one peer run together on CPU {meta['proxy_cpu']}, each in its own network"
+          " namespace with its own backend and its own wrk (both on CPU"
+          f" {meta['load_cpu']}, same command as above), for the same {meta['duration']} s. The"
+          " scheduler shares the core between them, so each gets about half of it; whatever the"
+          " machine's speed does during the run, it does to both. The ratios below are therefore"
+          " free of the drift that the runs one after the other carry: requests served (agent ÷"
+          " peer, higher is better for the agent) and proxy CPU per request (agent ÷ peer, lower"
+          " is better). Each round measures both ways round (the agent in the first namespace,"
+          " then in the second); the table gives the median over all runs, with the lowest and"
+          " highest.")
+        w("")
+        w("| connections | peer | runs | requests, agent ÷ peer | CPU per request, agent ÷ peer |"
+          " agent CPU per request | peer CPU per request | p99, agent ÷ peer |")
+        w("|---|---|---|---|---|---|---|---|")
+        for (conns, peer), rs in sorted(h2h.items()):
+            req_ratio, cpu_ratio, p99_ratio, cpu_a, cpu_p = [], [], [], [], []
+            for r in rs:
+                a, pw = json.loads(r["agent"]), json.loads(r["peer_wrk"])
+                ca = r["agent_cpu_s"] * 1e6 / a["requests"]
+                cp = r["peer_cpu_s"] * 1e6 / pw["requests"]
+                req_ratio.append(a["requests"] / pw["requests"])
+                cpu_ratio.append(ca / cp)
+                p99_ratio.append(a["p99_us"] / pw["p99_us"])
+                cpu_a.append(ca)
+                cpu_p.append(cp)
+            def rng(v):
+                return f"{median(v):.3f} ({min(v):.3f}–{max(v):.3f})"
+            w(f"| {conns} | {NAMES[peer]} | {len(rs)} | {rng(req_ratio)} | {rng(cpu_ratio)} |"
+              f" {fmt_num(median(cpu_a), 'us_cpu')} | {fmt_num(median(cpu_p), 'us_cpu')} |"
+              f" {rng(p99_ratio)} |")
+            goals.append((f"req/s ≥ {peer} at {conns} connections, head to head",
+                          median(req_ratio) >= 1,
+                          f"agent ÷ {peer} {median(req_ratio):.3f} (median of {len(rs)} runs;"
+                          f" {sum(x >= 1 for x in req_ratio)} of {len(rs)} ≥ 1)"))
+            goals.append((f"p99 ≤ {peer}'s at {conns} connections, head to head",
+                          median(p99_ratio) <= 1,
+                          f"agent ÷ {peer} {median(p99_ratio):.3f} (median of {len(rs)} runs)"))
+        w("")
 
     idle = {p: start[p]["idle_rss_kb"] if p in start else None for p in proxies}
     w("## Memory at idle")

@@ -34,8 +34,8 @@
 # DURATION (6), WARMUP (3), CONNS ("16 256"), H2_CONNS (16), H2_STREAMS (10),
 # TCP_SECONDS (5), PROXY_CPU (1), LOAD_CPU (0), LOAD_MAX (1.5) and LOAD_WAIT (0 seconds: how long
 # to wait for the 1-minute load average to fall under LOAD_MAX before measuring), PROXIES
-# ("direct agent agent-trace nginx haproxy"), KINDS ("http1 h2 tcp": which runs; fewer for a quick
-# look, the report then leaves the others' tables out), SKIP_BENCH (1: no criterion run), OUT (BENCHMARKS.md path),
+# ("direct agent agent-trace nginx haproxy"), KINDS ("http1 h2h h2 tcp": which runs; fewer for a
+# quick look, the report then leaves the others' tables out), SKIP_BENCH (1: no criterion run), OUT (BENCHMARKS.md path),
 # MESH (the agent's mesh document, default tests/perf/mesh.yaml), SKIP_BUILD (1: use the release
 # binaries already under the target directory, e.g. for an A/B run of a binary built elsewhere).
 set -euo pipefail
@@ -53,13 +53,15 @@ LOAD_CPU=${LOAD_CPU:-0}
 LOAD_MAX=${LOAD_MAX:-1.5}
 LOAD_WAIT=${LOAD_WAIT:-0}
 PROXIES=${PROXIES:-"direct agent agent-trace nginx haproxy"}
-KINDS=${KINDS:-"http1 h2 tcp"}
+KINDS=${KINDS:-"http1 h2h h2 tcp"}
 ROUNDS=${ROUNDS:-5}
 SKIP_BENCH=${SKIP_BENCH:-0}
 OUT=${OUT:-$ROOT/BENCHMARKS.md}
 MESH=${MESH:-$PERF/mesh.yaml}
 SKIP_BUILD=${SKIP_BUILD:-0}
 NS=taskmesh-perf
+NS_MAIN=$NS
+NS_B=taskmesh-perf-b # the second side of the head-to-head runs
 HOST=svc7.bench.local
 URL_PATH=/api/v1/items
 
@@ -108,15 +110,22 @@ cleanup() {
     local p
     for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
     for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
-    ip netns del "$NS" 2>/dev/null || true
-    rm -rf "/etc/netns/$NS"
+    local ns
+    for ns in "$NS_MAIN" "$NS_B"; do
+        ip netns del "$ns" 2>/dev/null || true
+        rm -rf "/etc/netns/$ns"
+    done
 }
 trap cleanup EXIT
-ip netns del "$NS" 2>/dev/null || true
-ip netns add "$NS"
-ip -n "$NS" link set lo up
-mkdir -p "/etc/netns/$NS"
-cp "$PERF/hosts" "/etc/netns/$NS/hosts"
+make_ns() {
+    ip netns del "$1" 2>/dev/null || true
+    ip netns add "$1"
+    ip -n "$1" link set lo up
+    mkdir -p "/etc/netns/$1"
+    cp "$PERF/hosts" "/etc/netns/$1/hosts"
+}
+make_ns "$NS"
+# Every helper below works in namespace $NS: the head-to-head runs call some with NS=$NS_B.
 nsx() { ip netns exec "$NS" "$@"; }
 # The tcpRoute run: a connection to 127.0.0.1:9000 is redirected to the agent's egress listener,
 # which finds the route by the original destination port (SO_ORIGINAL_DST).
@@ -155,6 +164,17 @@ wait_port 25201 "$BG_PID" "$RUN/iperf3-server.log"
 OTLP_SINK=127.0.0.1:4318
 start_bg "$LOAD_CPU" "$RUN/otlp-sink.log" "$BACKEND" "$OTLP_SINK"
 wait_port "${OTLP_SINK##*:}" "$BG_PID" "$RUN/otlp-sink.log"
+
+# The head-to-head runs' second namespace: its own backend, on the same CPU as the first's, and
+# the same nat rule as the first (it makes the kernel track every connection of the namespace:
+# without it, the proxy on this side would do less work per packet than the one on the other).
+if [[ " $KINDS " == *" h2h "* ]]; then
+    make_ns "$NS_B"
+    ip netns exec "$NS_B" iptables -t nat -A OUTPUT -p tcp -d 127.0.0.1 --dport 9000 -j REDIRECT --to-ports 15001
+    NS=$NS_B start_bg "$LOAD_CPU" "$RUN/backend-b.log" "$BACKEND" 127.0.0.1:18081 127.0.0.1:18082
+    NS=$NS_B wait_port 18081 "$BG_PID" "$RUN/backend-b.log"
+    NS=$NS_B wait_port 18082 "$BG_PID" "$RUN/backend-b.log"
+fi
 
 sed "s#@RUN@#$RUN#g" "$PERF/nginx.conf" >"$RUN/nginx.conf"
 sed "s#@RUN@#$RUN#g" "$PERF/haproxy.cfg" >"$RUN/haproxy.cfg"
@@ -427,6 +447,50 @@ run_point() {
     stop_proxy
 }
 
+# Head to head: the agent and a peer at the same time, each in its own namespace with its own
+# backend (CPU $LOAD_CPU) and wrk (CPU $LOAD_CPU), both proxies on CPU $PROXY_CPU, sharing it.
+# Whatever the machine's speed does during the run, it does to both: the ratio of their requests
+# and of their CPU per request is free of the drift that the one-after-the-other runs carry.
+# `$1` peer, `$2` connections, `$3` the agent's side (a: the first namespace, b: the second).
+h2h_point() {
+    local peer=$1 conns=$2 side=$3 ns_agent=$NS_MAIN ns_peer=$NS_B
+    [[ $side == a ]] || { ns_agent=$NS_B; ns_peer=$NS_MAIN; }
+    local agent_pids peer_pids h1_agent h1_peer _
+    NS=$ns_agent start_proxy agent
+    agent_pids=("${PROXY_PIDS[@]}")
+    NS=$ns_peer start_proxy "$peer"
+    peer_pids=("${PROXY_PIDS[@]}")
+    read -r h1_agent _ _ <<<"$(ports_of agent)"
+    read -r h1_peer _ _ <<<"$(ports_of "$peer")"
+    local url_agent=http://127.0.0.1:$h1_agent$URL_PATH url_peer=http://127.0.0.1:$h1_peer$URL_PATH
+    ip netns exec "$ns_agent" taskset -c "$LOAD_CPU" wrk -t1 -c"$conns" -d"${WARMUP}s" -H "Host: $HOST" "$url_agent" >/dev/null &
+    local w1=$!
+    ip netns exec "$ns_peer" taskset -c "$LOAD_CPU" wrk -t1 -c"$conns" -d"${WARMUP}s" -H "Host: $HOST" "$url_peer" >/dev/null &
+    local w2=$!
+    wait "$w1" "$w2"
+    local a0 p0 a1 p1
+    a0=$(PROXY_PIDS=("${agent_pids[@]}"); cpu_ticks)
+    p0=$(PROXY_PIDS=("${peer_pids[@]}"); cpu_ticks)
+    local out_agent=$RUN/h2h-agent-$peer-$conns-$side.txt out_peer=$RUN/h2h-$peer-$conns-$side.txt
+    ip netns exec "$ns_agent" taskset -c "$LOAD_CPU" wrk -t1 -c"$conns" -d"${DURATION}s" --latency -H "Host: $HOST" \
+        -s "$PERF/wrk-report.lua" "$url_agent" >"$out_agent" &
+    w1=$!
+    ip netns exec "$ns_peer" taskset -c "$LOAD_CPU" wrk -t1 -c"$conns" -d"${DURATION}s" --latency -H "Host: $HOST" \
+        -s "$PERF/wrk-report.lua" "$url_peer" >"$out_peer" &
+    w2=$!
+    wait "$w1" "$w2" || die "head to head with $peer at $conns connections: wrk failed (output: $out_agent, $out_peer)"
+    a1=$(PROXY_PIDS=("${agent_pids[@]}"); cpu_ticks)
+    p1=$(PROXY_PIDS=("${peer_pids[@]}"); cpu_ticks)
+    PROXY_PIDS=("${agent_pids[@]}" "${peer_pids[@]}")
+    stop_proxy
+    local ja jp
+    ja=$(grep '^{' "$out_agent") || die "head to head: no wrk report in $out_agent"
+    jp=$(grep '^{' "$out_peer") || die "head to head: no wrk report in $out_peer"
+    record kind:=h2h peer:="$peer" proxy:=agent conns="$conns" side:="$side" agent:="$ja" peer_wrk:="$jp" \
+        agent_cpu_s="$(python3 -c "print(($a1 - $a0) / $TICK)")" peer_cpu_s="$(python3 -c "print(($p1 - $p0) / $TICK)")"
+    log "head to head, $conns connections, agent (side $side) vs $peer: $(python3 -c "import json,sys; a, p = json.loads(sys.argv[1]), json.loads(sys.argv[2]); print(f\"{a['requests']} vs {p['requests']} requests\")" "$ja" "$jp")"
+}
+
 # Interleaved point by point: every proxy in turn at one connection count, then at the next, so
 # that the figures compared are measured seconds apart, not minutes.
 for ROUND in $(seq 1 "$ROUNDS"); do
@@ -435,6 +499,15 @@ for ROUND in $(seq 1 "$ROUNDS"); do
     if [[ " $KINDS " == *" http1 "* ]]; then
         for c in $CONNS; do
             for name in $PROXIES; do run_point "$name" "http1:$c"; done
+        done
+    fi
+    if [[ " $KINDS " == *" h2h "* && " $PROXIES " == *" agent "* ]]; then
+        for c in $CONNS; do
+            for peer in nginx haproxy; do
+                [[ " $PROXIES " == *" $peer "* ]] || continue
+                h2h_point "$peer" "$c" a
+                h2h_point "$peer" "$c" b
+            done
         done
     fi
     if [[ " $KINDS " == *" h2 "* ]]; then
