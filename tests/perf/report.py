@@ -5,7 +5,8 @@
 commands, then per traffic kind a table whose every cell is the median over the run's rounds of
 `value (×direct, ×best peer)`, where
 the best peer is the better of nginx and haproxy for that figure (higher req/s and Gbit/s; lower
-latency, memory and CPU), the goals of issue 7 checked against the figures, the route-table
+latency, memory and CPU), the head-to-head ratios (the agent and a peer on one core at the
+same time), the goals of issue 7 checked against the figures, the route-table
 criterion results, the cost of tracing (the agent with and without tracing every request to an
 OTLP sink), and tests/perf/profile.md (where the agent's time goes).
 
@@ -342,6 +343,16 @@ def main(meta_path, results_path):
             goals.append((f"p99 ≤ {peer}'s at {conns} connections, head to head",
                           median(p99_ratio) <= 1,
                           f"agent ÷ {peer} {median(p99_ratio):.3f} (median of {len(rs)} runs)"))
+        w("")
+        def errors(w):
+            return w["socket_errors"] + w["timeouts"] + w["non2xx"]
+        errs = {"agent": 0}
+        for (conns, peer), rs in h2h.items():
+            for r in rs:
+                errs["agent"] += errors(json.loads(r["agent"]))
+                errs[peer] = errs.get(peer, 0) + errors(json.loads(r["peer_wrk"]))
+        w("Errors (socket errors + timeouts + non-2xx, all head-to-head runs): " +
+          ", ".join(f"{NAMES[p]} {n}" for p, n in errs.items()) + ".")
         w("")
 
     idle = {p: start[p]["idle_rss_kb"] if p in start else None for p in proxies}
