@@ -3,7 +3,7 @@
 # run; writes BENCHMARKS.md at the repository root. Run as root (network namespace, iptables,
 # resetting a process's peak RSS): `tests/perf/run.sh`. Not part of scripts/test.sh.
 #
-# What it does (about 3 minutes per round, 15 with the default 5 rounds, once the release build
+# What it does (about 4 minutes per round, 21 with the default 5 rounds, once the release build
 # exists):
 #  1. installs wrk, nginx (+ stream module), haproxy, h2load (nghttp2-client), iperf3 if missing;
 #  2. builds taskmesh-agent and perf-backend (tests/src/bin/perf-backend.rs) in release;
@@ -19,10 +19,15 @@
 #     point through direct / agent / agent-trace / nginx / haproxy in turn, the proxy started
 #     for it and stopped after (its first start in a round checks that the route answers 200
 #     with the 90/10 split and records its idle RSS), recording the proxy's peak RSS (VmHWM,
-#     reset before each measured run) and CPU time. agent-trace is the same agent tracing every
+#     reset before each measured run), CPU time, the TCP segments sent in the namespace and the
+#     proxy's context switches. agent-trace is the same agent tracing every
 #     request (TASKMESH_TRACE_SAMPLING=1) to an OTLP/HTTP sink (a second perf-backend on
 #     127.0.0.1:4318, CPU $LOAD_CPU); its spans exported and dropped are read from its
-#     /stats/prometheus after each point (no TCP run: opaque TCP gets no spans);
+#     /stats/prometheus after each point (no TCP run: opaque TCP gets no spans). Head to head
+#     (h2h): after the wrk points, at each connection count, the agent and nginx, then the
+#     agent and haproxy, run at the same time on CPU $PROXY_CPU, each in its own namespace
+#     (the second one, $NS_B, has its own backend and the same nat rule) with its own wrk, both
+#     ways round: their ratios of requests and CPU per request are free of the machine's drift;
 #  6. runs the route-table criterion benchmarks (cargo bench -p taskmesh-mesh);
 #  7. renders BENCHMARKS.md with tests/perf/report.py.
 #
