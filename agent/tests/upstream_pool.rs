@@ -144,6 +144,43 @@ async fn a_connection_is_reused_only_after_its_response_body_ended() {
 }
 
 #[tokio::test]
+async fn a_connection_goes_back_with_the_last_frame_of_its_body() {
+    let (addr, conns) = backend().await;
+    let pool = Http1Pool::new(Duration::from_secs(60));
+    let mut body = pool.send(get(addr, "/")).await.unwrap().into_body();
+    let last = body.frame().await.unwrap().unwrap().into_data().unwrap();
+    assert_eq!(last, "ok");
+    // Not polled to its end yet (a proxy is still writing that frame to its client), and the
+    // connection is already idle: the next request reuses it.
+    assert_eq!(pool.stats().idle, 1);
+    assert_eq!(
+        body_of(pool.send(get(addr, "/")).await.unwrap()).await,
+        "ok"
+    );
+    assert!(body.frame().await.is_none());
+    assert_eq!(conns.accepted(), 1);
+    let s = pool.stats();
+    assert_eq!((s.opened, s.reused, s.idle), (1, 1, 1));
+    // A streamed body's connection stays busy until its last frame.
+    let mut slow = pool.send(get(addr, "/slow")).await.unwrap().into_body();
+    assert_eq!(
+        slow.frame().await.unwrap().unwrap().into_data().unwrap(),
+        "a"
+    );
+    assert_eq!(pool.stats().idle, 0);
+    assert_eq!(
+        slow.frame().await.unwrap().unwrap().into_data().unwrap(),
+        "b"
+    );
+    // hyper ends a streamed body with the zero chunk after "b": read with it or in a poll
+    // of its own.
+    if pool.stats().idle == 0 {
+        assert!(slow.frame().await.is_none());
+    }
+    assert_eq!(pool.stats().idle, 1);
+}
+
+#[tokio::test]
 async fn an_abandoned_body_takes_its_connection_with_it() {
     let (addr, conns) = backend().await;
     let pool = Http1Pool::new(Duration::from_secs(60));

@@ -470,8 +470,9 @@ enum Inner {
 }
 
 /// The body of an upstream response. When it came over a pooled HTTP/1.1 connection, the
-/// connection goes back to the pool once the body has been read to its end; a body dropped
-/// before that takes its connection with it.
+/// connection goes back to the pool once the body has been read to its end: with the body's last
+/// frame, so it is free for another request while that frame is still being written to a
+/// client; a body dropped before that takes its connection with it.
 pub struct UpstreamResponseBody {
     inner: Inner,
     lease: Option<Lease>,
@@ -516,8 +517,11 @@ impl Body for UpstreamResponseBody {
             Inner::Hyper(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
             Inner::H1(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
         };
-        if let Poll::Ready(None) = r {
-            self.release();
+        match &r {
+            Poll::Ready(None) => self.release(),
+            // The last frame: everything of this exchange has been read from the connection.
+            Poll::Ready(Some(Ok(_))) if self.is_end_stream() => self.release(),
+            _ => {}
         }
         r
     }
