@@ -149,6 +149,7 @@ def main(meta_path, results_path):
     h2h = {}
     for r in res:
         if r["kind"] == "h2h":
+            r["agent"], r["peer_wrk"] = json.loads(r["agent"]), json.loads(r["peer_wrk"])
             h2h.setdefault((r["conns"], r["peer"]), []).append(r)
             continue
         if r["kind"] == "http1":
@@ -323,7 +324,7 @@ def main(meta_path, results_path):
         for (conns, peer), rs in sorted(h2h.items()):
             req_ratio, cpu_ratio, p99_ratio, cpu_a, cpu_p = [], [], [], [], []
             for r in rs:
-                a, pw = json.loads(r["agent"]), json.loads(r["peer_wrk"])
+                a, pw = r["agent"], r["peer_wrk"]
                 ca = r["agent_cpu_s"] * 1e6 / a["requests"]
                 cp = r["peer_cpu_s"] * 1e6 / pw["requests"]
                 req_ratio.append(a["requests"] / pw["requests"])
@@ -349,8 +350,8 @@ def main(meta_path, results_path):
         errs = {"agent": 0}
         for (conns, peer), rs in h2h.items():
             for r in rs:
-                errs["agent"] += errors(json.loads(r["agent"]))
-                errs[peer] = errs.get(peer, 0) + errors(json.loads(r["peer_wrk"]))
+                errs["agent"] += errors(r["agent"])
+                errs[peer] = errs.get(peer, 0) + errors(r["peer_wrk"])
         w("Errors (socket errors + timeouts + non-2xx, all head-to-head runs): " +
           ", ".join(f"{NAMES[p]} {n}" for p, n in errs.items()) + ".")
         w("")

@@ -122,19 +122,22 @@ cleanup() {
     done
 }
 trap cleanup EXIT
+# A namespace with loopback up, the mesh's hosts file, and the tcpRoute run's nat rule: a
+# connection to 127.0.0.1:9000 is redirected to the agent's egress listener, which finds the
+# route by the original destination port (SO_ORIGINAL_DST). Every namespace gets the rule: it
+# makes the kernel track every connection of the namespace, and in the head-to-head runs a
+# namespace without it would give its proxy less work per packet than the other's.
 make_ns() {
     ip netns del "$1" 2>/dev/null || true
     ip netns add "$1"
     ip -n "$1" link set lo up
     mkdir -p "/etc/netns/$1"
     cp "$PERF/hosts" "/etc/netns/$1/hosts"
+    ip netns exec "$1" iptables -t nat -A OUTPUT -p tcp -d 127.0.0.1 --dport 9000 -j REDIRECT --to-ports 15001
 }
 make_ns "$NS"
 # Every helper below works in namespace $NS: the head-to-head runs call some with NS=$NS_B.
 nsx() { ip netns exec "$NS" "$@"; }
-# The tcpRoute run: a connection to 127.0.0.1:9000 is redirected to the agent's egress listener,
-# which finds the route by the original destination port (SO_ORIGINAL_DST).
-nsx iptables -t nat -A OUTPUT -p tcp -d 127.0.0.1 --dport 9000 -j REDIRECT --to-ports 15001
 
 on_load() { nsx taskset -c "$LOAD_CPU" "$@"; }
 # Starts a command in the background on CPU $1 with output to file $2; BG_PID is the command's
@@ -170,12 +173,9 @@ OTLP_SINK=127.0.0.1:4318
 start_bg "$LOAD_CPU" "$RUN/otlp-sink.log" "$BACKEND" "$OTLP_SINK"
 wait_port "${OTLP_SINK##*:}" "$BG_PID" "$RUN/otlp-sink.log"
 
-# The head-to-head runs' second namespace: its own backend, on the same CPU as the first's, and
-# the same nat rule as the first (it makes the kernel track every connection of the namespace:
-# without it, the proxy on this side would do less work per packet than the one on the other).
+# The head-to-head runs' second namespace, with its own backend on the same CPU as the first's.
 if [[ " $KINDS " == *" h2h "* ]]; then
     make_ns "$NS_B"
-    ip netns exec "$NS_B" iptables -t nat -A OUTPUT -p tcp -d 127.0.0.1 --dport 9000 -j REDIRECT --to-ports 15001
     NS=$NS_B start_bg "$LOAD_CPU" "$RUN/backend-b.log" "$BACKEND" 127.0.0.1:18081 127.0.0.1:18082
     NS=$NS_B wait_port 18081 "$BG_PID" "$RUN/backend-b.log"
     NS=$NS_B wait_port 18082 "$BG_PID" "$RUN/backend-b.log"
@@ -457,6 +457,13 @@ run_point() {
 # Whatever the machine's speed does during the run, it does to both: the ratio of their requests
 # and of their CPU per request is free of the drift that the one-after-the-other runs carry.
 # `$1` peer, `$2` connections, `$3` the agent's side (a: the first namespace, b: the second).
+# One side's wrk of a head-to-head run: from namespace $1 (CPU $LOAD_CPU) to $2, $3 connections,
+# for $4 seconds, output to $5; more wrk arguments after.
+h2h_wrk() {
+    local ns=$1 url=$2 conns=$3 secs=$4 out=$5
+    shift 5
+    ip netns exec "$ns" taskset -c "$LOAD_CPU" wrk -t1 -c"$conns" -d"${secs}s" -H "Host: $HOST" "$@" "$url" >"$out"
+}
 h2h_point() {
     local peer=$1 conns=$2 side=$3 ns_agent=$NS_MAIN ns_peer=$NS_B
     [[ $side == a ]] || { ns_agent=$NS_B; ns_peer=$NS_MAIN; }
@@ -467,23 +474,22 @@ h2h_point() {
     peer_pids=("${PROXY_PIDS[@]}")
     read -r h1_agent _ _ <<<"$(ports_of agent)"
     read -r h1_peer _ _ <<<"$(ports_of "$peer")"
-    local url_agent=http://127.0.0.1:$h1_agent$URL_PATH url_peer=http://127.0.0.1:$h1_peer$URL_PATH
-    ip netns exec "$ns_agent" taskset -c "$LOAD_CPU" wrk -t1 -c"$conns" -d"${WARMUP}s" -H "Host: $HOST" "$url_agent" >/dev/null &
-    local w1=$!
-    ip netns exec "$ns_peer" taskset -c "$LOAD_CPU" wrk -t1 -c"$conns" -d"${WARMUP}s" -H "Host: $HOST" "$url_peer" >/dev/null &
-    local w2=$!
-    wait "$w1" "$w2"
+    local url_agent=http://127.0.0.1:$h1_agent$URL_PATH url_peer=http://127.0.0.1:$h1_peer$URL_PATH w1 w2
+    h2h_wrk "$ns_agent" "$url_agent" "$conns" "$WARMUP" /dev/null &
+    w1=$!
+    h2h_wrk "$ns_peer" "$url_peer" "$conns" "$WARMUP" /dev/null &
+    w2=$!
+    { wait "$w1" && wait "$w2"; } || die "head to head with $peer at $conns connections: the warm-up's wrk failed"
     local a0 p0 a1 p1
     a0=$(PROXY_PIDS=("${agent_pids[@]}"); cpu_ticks)
     p0=$(PROXY_PIDS=("${peer_pids[@]}"); cpu_ticks)
     local out_agent=$RUN/h2h-agent-$peer-$conns-$side.txt out_peer=$RUN/h2h-$peer-$conns-$side.txt
-    ip netns exec "$ns_agent" taskset -c "$LOAD_CPU" wrk -t1 -c"$conns" -d"${DURATION}s" --latency -H "Host: $HOST" \
-        -s "$PERF/wrk-report.lua" "$url_agent" >"$out_agent" &
+    h2h_wrk "$ns_agent" "$url_agent" "$conns" "$DURATION" "$out_agent" --latency -s "$PERF/wrk-report.lua" &
     w1=$!
-    ip netns exec "$ns_peer" taskset -c "$LOAD_CPU" wrk -t1 -c"$conns" -d"${DURATION}s" --latency -H "Host: $HOST" \
-        -s "$PERF/wrk-report.lua" "$url_peer" >"$out_peer" &
+    h2h_wrk "$ns_peer" "$url_peer" "$conns" "$DURATION" "$out_peer" --latency -s "$PERF/wrk-report.lua" &
     w2=$!
-    wait "$w1" "$w2" || die "head to head with $peer at $conns connections: wrk failed (output: $out_agent, $out_peer)"
+    { wait "$w1" && wait "$w2"; } ||
+        die "head to head with $peer at $conns connections: wrk failed (output: $out_agent, $out_peer)"
     a1=$(PROXY_PIDS=("${agent_pids[@]}"); cpu_ticks)
     p1=$(PROXY_PIDS=("${peer_pids[@]}"); cpu_ticks)
     PROXY_PIDS=("${agent_pids[@]}" "${peer_pids[@]}")
